@@ -1,1 +1,19 @@
+//! The event-sourced session orchestrator of a cloud-gaming platform.
+//!
+//! Every lifecycle command becomes an event on one NATS JetStream stream per cell; every piece of state
+//! is a projection of that log. The map:
+//!
+//! - [`domain`]: the pure decision: `decide(&State, &Command) -> Result<Event, Rejection>` and
+//!   `evolve(&mut State, seq, &Envelope)`, placement, idempotency, the user quota. No I/O.
+//! - [`log`]: JetStream: stream setup and its conflicts, server version, appends with an expected
+//!   sequence, reads, the writer lease in a KV bucket.
+//! - [`nats_server`]: starts and supervises a local `nats-server` (the embedded default, and tests).
+//! - [`writer`]: the cell's single writer: receives commands, decides, appends, replies.
+//! - [`projections`]: sled read models rebuilt from the log, with read-your-writes.
+//! - [`http`]: the HTTP bridge the frontend uses.
+//! - [`cli`]: the `orchestrator` binary's subcommands.
+//! - [`bench`]: the benchmark that compares the orchestrator with raw NATS in the same run.
 
+pub mod domain;
+pub mod log;
+pub mod nats_server;

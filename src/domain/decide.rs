@@ -1,0 +1,209 @@
+//! The decision: one command against the state yields one event or a rejection.
+
+use orchestrator_events::{Event, PlacementPolicy};
+
+use super::command::{
+    AssignVm, Command, CommandMeta, EndSession, RegisterVm, SessionRef, StartSession, VmRef,
+};
+use super::idempotency::Lookup;
+use super::placement;
+use super::rejection::{Entity, Rejection};
+use super::state::{SessionStatus, State, VmStatus};
+
+/// What the writer does with a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Append this event.
+    Append(Event),
+    /// The command id was already applied with the same body: answer with the event at `seq`.
+    AlreadyApplied {
+        /// The stream sequence of the first result.
+        seq: u64,
+    },
+}
+
+/// Handles a command the way the writer does: normalises it, checks its command id against the
+/// idempotency window, then [`decide`]s. The digest is of the body as the caller sent it, so a retry
+/// that leaves the same fields out matches.
+pub fn handle(state: &State, meta: &CommandMeta, command: &Command) -> Result<Decision, Rejection> {
+    let digest = command.digest();
+    match state
+        .idempotency
+        .lookup(meta.command_id.as_str(), digest, meta.at)
+    {
+        Lookup::Repeat { seq } => return Ok(Decision::AlreadyApplied { seq }),
+        Lookup::Conflict => {
+            return Err(Rejection::CommandIdReused {
+                command_id: meta.command_id.clone(),
+            })
+        }
+        Lookup::New => {}
+    }
+    let mut command = command.clone();
+    command.normalise(&meta.command_id);
+    decide(state, &command).map(Decision::Append)
+}
+
+/// Decides a normalised command (see [`Command::normalise`]) against the state. Pure: no I/O, no
+/// clock, no randomness; the same state and command always give the same result.
+pub fn decide(state: &State, command: &Command) -> Result<Event, Rejection> {
+    command.validate(&state.config)?;
+    match command {
+        Command::StartSession(c) => start(state, c),
+        Command::AssignVm(c) => assign(state, c),
+        Command::PauseSession(SessionRef { session_id }) => {
+            let s = session(state, session_id)?;
+            if s.status != SessionStatus::Active {
+                return Err(transition_err(session_id.as_str(), s.status, command));
+            }
+            Ok(Event::SessionPaused {
+                session_id: session_id.clone(),
+            })
+        }
+        Command::ResumeSession(SessionRef { session_id }) => {
+            let s = session(state, session_id)?;
+            if s.status != SessionStatus::Paused {
+                return Err(transition_err(session_id.as_str(), s.status, command));
+            }
+            Ok(Event::SessionResumed {
+                session_id: session_id.clone(),
+            })
+        }
+        Command::EndSession(EndSession { session_id, reason }) => {
+            let s = session(state, session_id)?;
+            if s.status == SessionStatus::Ended {
+                return Err(transition_err(session_id.as_str(), s.status, command));
+            }
+            Ok(Event::SessionEnded {
+                session_id: session_id.clone(),
+                reason: *reason,
+                vm_id: s.vm_id.clone(),
+            })
+        }
+        Command::RegisterVm(RegisterVm {
+            vm_id,
+            capacity,
+            labels,
+        }) => {
+            if state.vms.contains_key(vm_id) {
+                return Err(Rejection::AlreadyExists {
+                    entity: Entity::Vm,
+                    id: vm_id.to_string(),
+                });
+            }
+            Ok(Event::VmRegistered {
+                vm_id: vm_id.clone(),
+                capacity: *capacity,
+                labels: labels.clone(),
+            })
+        }
+        Command::DrainVm(VmRef { vm_id }) => {
+            let vm = state.vms.get(vm_id).ok_or_else(|| Rejection::VmNotFound {
+                vm_id: vm_id.clone(),
+            })?;
+            match vm.status {
+                VmStatus::Available => Ok(Event::VmDrained {
+                    vm_id: vm_id.clone(),
+                }),
+                VmStatus::Retired => Err(Rejection::VmRetired {
+                    vm_id: vm_id.clone(),
+                }),
+                VmStatus::Draining => Err(Rejection::invalid_transition(
+                    Entity::Vm,
+                    vm_id.as_str(),
+                    vm.status.as_str(),
+                    command.name(),
+                )),
+            }
+        }
+        Command::RetireVm(VmRef { vm_id }) => {
+            let vm = state.vms.get(vm_id).ok_or_else(|| Rejection::VmNotFound {
+                vm_id: vm_id.clone(),
+            })?;
+            if vm.status == VmStatus::Retired {
+                return Err(Rejection::VmRetired {
+                    vm_id: vm_id.clone(),
+                });
+            }
+            if vm.used > 0 {
+                return Err(Rejection::VmNotEmpty {
+                    vm_id: vm_id.clone(),
+                    sessions: vm.used,
+                });
+            }
+            Ok(Event::VmRetired {
+                vm_id: vm_id.clone(),
+            })
+        }
+    }
+}
+
+fn session<'a>(
+    state: &'a State,
+    id: &orchestrator_events::SessionId,
+) -> Result<&'a super::state::Session, Rejection> {
+    state
+        .sessions
+        .get(id)
+        .ok_or_else(|| Rejection::SessionNotFound {
+            session_id: id.clone(),
+        })
+}
+
+fn transition_err(id: &str, current: SessionStatus, command: &Command) -> Rejection {
+    Rejection::invalid_transition(Entity::Session, id, current.as_str(), command.name())
+}
+
+fn start(state: &State, c: &StartSession) -> Result<Event, Rejection> {
+    let session_id = c
+        .session_id
+        .clone()
+        .ok_or_else(|| Rejection::invalid_argument("session_id", "required once normalised"))?;
+    if state.sessions.contains_key(&session_id) {
+        return Err(Rejection::AlreadyExists {
+            entity: Entity::Session,
+            id: session_id.to_string(),
+        });
+    }
+    let limit = state.config.max_sessions_per_user;
+    if state.live_sessions_of(&c.user_id) >= limit {
+        return Err(Rejection::UserQuotaExceeded {
+            user_id: c.user_id.clone(),
+            limit,
+        });
+    }
+    Ok(Event::SessionStarted {
+        session_id,
+        user_id: c.user_id.clone(),
+        game_id: c.game_id.clone(),
+        requirements: c.requirements.clone(),
+    })
+}
+
+fn assign(state: &State, c: &AssignVm) -> Result<Event, Rejection> {
+    let s = session(state, &c.session_id)?;
+    if s.status != SessionStatus::Starting {
+        return Err(Rejection::invalid_transition(
+            Entity::Session,
+            c.session_id.as_str(),
+            s.status.as_str(),
+            "assign",
+        ));
+    }
+    let (vm_id, placement) = match &c.vm_id {
+        Some(vm_id) => (
+            vm_id.clone(),
+            placement::explicit(&state.vms, vm_id, &s.requirements)?,
+        ),
+        None => {
+            let policy = c.policy.unwrap_or(PlacementPolicy::Packed);
+            let (id, p) = placement::choose(&state.vms, &s.requirements, policy)?;
+            (id.clone(), p)
+        }
+    };
+    Ok(Event::SessionAssigned {
+        session_id: c.session_id.clone(),
+        vm_id,
+        placement,
+    })
+}

@@ -1,0 +1,113 @@
+//! Command ids seen within a window of event time, each mapped to the stream sequence of the event it
+//! produced. Restored by replaying the log: each envelope carries its command id and body digest.
+//!
+//! Only accepted commands are remembered: a rejection appends nothing, so a retried rejected command is
+//! decided again (and may now succeed).
+//!
+//! Keys are the first 128 bits of the SHA-256 of the command id, so memory does not grow with the id's
+//! length (up to 255 bytes).
+
+use std::collections::{HashMap, VecDeque};
+
+use orchestrator_events::Timestamp;
+use sha2::{Digest, Sha256};
+
+/// What a command id maps to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    /// The digest of the body it was first accepted with (0: unknown, from a schema 1 envelope).
+    pub digest: u64,
+    /// The stream sequence of the event it produced.
+    pub seq: u64,
+    /// When that event occurred.
+    pub at: Timestamp,
+}
+
+/// The outcome of looking a command id up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Not seen within the window: decide it.
+    New,
+    /// Seen with the same body: answer with the event at `seq`.
+    Repeat {
+        /// The event's stream sequence.
+        seq: u64,
+    },
+    /// Seen with another body: refuse.
+    Conflict,
+}
+
+/// The idempotency table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Idempotency {
+    window_ms: i64,
+    seen: HashMap<u128, Seen>,
+    order: VecDeque<(Timestamp, u128)>,
+}
+
+fn key(command_id: &str) -> u128 {
+    let hash = Sha256::digest(command_id.as_bytes());
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&hash[..16]);
+    u128::from_be_bytes(first)
+}
+
+impl Idempotency {
+    /// An empty table remembering ids for `window_ms` of event time.
+    pub fn new(window_ms: i64) -> Self {
+        Self {
+            window_ms,
+            ..Self::default()
+        }
+    }
+
+    /// Looks a command id up as of `now`.
+    pub fn lookup(&self, command_id: &str, digest: u64, now: Timestamp) -> Lookup {
+        match self.seen.get(&key(command_id)) {
+            Some(s) if s.at >= now.saturating_sub(self.window_ms) => {
+                if s.digest == digest || s.digest == 0 {
+                    Lookup::Repeat { seq: s.seq }
+                } else {
+                    Lookup::Conflict
+                }
+            }
+            _ => Lookup::New,
+        }
+    }
+
+    /// The entry of a command id, if remembered (whatever its age).
+    pub fn get(&self, command_id: &str) -> Option<Seen> {
+        self.seen.get(&key(command_id)).copied()
+    }
+
+    /// Records an accepted command and forgets those older than the window as of its time.
+    pub fn record(&mut self, command_id: &str, seen: Seen) {
+        let k = key(command_id);
+        // The first result wins: a duplicate in the log (it cannot be, but never overwrite) is ignored.
+        if self.seen.contains_key(&k) {
+            return;
+        }
+        self.seen.insert(k, seen);
+        self.order.push_back((seen.at, k));
+        let horizon = seen.at.saturating_sub(self.window_ms);
+        while let Some(&(at, old)) = self.order.front() {
+            if at >= horizon {
+                break;
+            }
+            self.order.pop_front();
+            if self.seen.get(&old).is_some_and(|s| s.at == at) {
+                self.seen.remove(&old);
+            }
+        }
+    }
+
+    /// How many ids are remembered.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Whether no id is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+}

@@ -1,0 +1,29 @@
+//! The pure domain: every session and VM decision, with no I/O, no clock and no randomness.
+//!
+//! - [`command`]: the commands, their wire request and their digest.
+//! - [`rejection`]: why a command is refused, with stable machine-readable codes.
+//! - [`state`]: the decision state of one cell: sessions, VMs, per-user counts, seen command ids.
+//! - [`decide()`]: `decide(&State, &Command) -> Result<Event, Rejection>`, one event per accepted command.
+//! - [`evolve()`]: `evolve(&mut State, seq, &Envelope)`, folding the log into the state.
+//! - [`placement`]: the `packed` and `spread` policies, with the explanation recorded in the event.
+//! - [`idempotency`]: command ids seen within a window of event time, restored by a replay.
+//!
+//! [`handle`] puts these together the way the writer uses them: a command id seen before returns the
+//! first result, a new one is decided.
+
+pub mod command;
+pub mod decide;
+pub mod evolve;
+pub mod idempotency;
+pub mod placement;
+pub mod rejection;
+pub mod state;
+
+#[cfg(test)]
+mod tests;
+
+pub use command::{Command, CommandMeta, CommandRequest};
+pub use decide::{decide, handle, Decision};
+pub use evolve::evolve;
+pub use rejection::Rejection;
+pub use state::{DomainConfig, Session, SessionStatus, State, Vm, VmStatus};

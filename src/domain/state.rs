@@ -1,0 +1,191 @@
+//! The decision state of one cell, as folded from its log by [`super::evolve()`].
+
+use std::collections::{BTreeMap, HashMap};
+
+use orchestrator_events::{GameId, Labels, SessionId, Timestamp, UserId, VmId};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::idempotency::Idempotency;
+
+/// Tunables of the domain. Every writer and replay of a cell must use the same values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainConfig {
+    /// Concurrent (not ended) sessions a user may have. Default 2.
+    pub max_sessions_per_user: u32,
+    /// How long a command id is remembered, in milliseconds of event time. Default 24 h.
+    pub idempotency_window_ms: i64,
+    /// The largest VM capacity accepted. Default 1024.
+    pub max_vm_capacity: u32,
+}
+
+impl Default for DomainConfig {
+    fn default() -> Self {
+        Self {
+            max_sessions_per_user: 2,
+            idempotency_window_ms: 24 * 3600 * 1000,
+            max_vm_capacity: 1024,
+        }
+    }
+}
+
+/// A session's status. Names kept from the legacy system.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    /// Created, waiting for a VM.
+    Starting,
+    /// Running on a VM.
+    Active,
+    /// Paused; keeps its VM slot.
+    Paused,
+    /// Over; final.
+    Ended,
+}
+
+impl SessionStatus {
+    /// Every status.
+    pub const ALL: [SessionStatus; 4] = [
+        SessionStatus::Starting,
+        SessionStatus::Active,
+        SessionStatus::Paused,
+        SessionStatus::Ended,
+    ];
+
+    /// The status as in the JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStatus::Starting => "starting",
+            SessionStatus::Active => "active",
+            SessionStatus::Paused => "paused",
+            SessionStatus::Ended => "ended",
+        }
+    }
+
+    /// Whether the session occupies a VM slot.
+    pub fn holds_slot(self) -> bool {
+        matches!(self, SessionStatus::Active | SessionStatus::Paused)
+    }
+
+    /// Parses `starting`, `active`, `paused` or `ended`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// A VM's status.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum VmStatus {
+    /// Takes placements.
+    Available,
+    /// Takes no new placements; its sessions keep running.
+    Draining,
+    /// Left the pool.
+    Retired,
+}
+
+impl VmStatus {
+    /// The status as in the JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmStatus::Available => "available",
+            VmStatus::Draining => "draining",
+            VmStatus::Retired => "retired",
+        }
+    }
+}
+
+/// A session as the writer needs it to decide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Whose.
+    pub user_id: UserId,
+    /// Which game.
+    pub game_id: GameId,
+    /// Labels its VM must carry.
+    pub requirements: Labels,
+    /// Where it is in its lifecycle.
+    pub status: SessionStatus,
+    /// Its VM, once assigned (kept after it ends, for the record).
+    pub vm_id: Option<VmId>,
+    /// When it started.
+    pub started_at: Timestamp,
+}
+
+/// A VM as the writer needs it to decide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vm {
+    /// Sessions it can hold.
+    pub capacity: u32,
+    /// Its labels.
+    pub labels: Labels,
+    /// Whether it takes placements.
+    pub status: VmStatus,
+    /// Sessions it holds (active + paused).
+    pub used: u32,
+}
+
+impl Vm {
+    /// Free slots.
+    pub fn free(&self) -> u32 {
+        self.capacity.saturating_sub(self.used)
+    }
+
+    /// Whether it carries every required label with the required value.
+    pub fn matches(&self, requirements: &Labels) -> bool {
+        requirements
+            .iter()
+            .all(|(k, v)| self.labels.get(k) == Some(v))
+    }
+}
+
+/// The decision state of a cell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct State {
+    /// The tunables.
+    pub config: DomainConfig,
+    /// Every session ever started (ended ones too: their ids stay taken).
+    pub sessions: HashMap<SessionId, Session>,
+    /// Every VM ever registered, sorted by id so placement is deterministic.
+    pub vms: BTreeMap<VmId, Vm>,
+    /// Sessions not ended, per user.
+    pub live_by_user: HashMap<UserId, u32>,
+    /// Command ids seen within the window.
+    pub idempotency: Idempotency,
+    /// The stream sequence of the last event folded in (0: none).
+    pub last_seq: u64,
+    /// The time of the last event folded in.
+    pub last_at: Timestamp,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self::new(DomainConfig::default())
+    }
+}
+
+impl State {
+    /// An empty cell.
+    pub fn new(config: DomainConfig) -> Self {
+        let idempotency = Idempotency::new(config.idempotency_window_ms);
+        Self {
+            config,
+            sessions: HashMap::new(),
+            vms: BTreeMap::new(),
+            live_by_user: HashMap::new(),
+            idempotency,
+            last_seq: 0,
+            last_at: 0,
+        }
+    }
+
+    /// Sessions a user has that are not ended.
+    pub fn live_sessions_of(&self, user: &UserId) -> u32 {
+        self.live_by_user.get(user).copied().unwrap_or(0)
+    }
+}
