@@ -14,6 +14,9 @@
 //! - [`cli`]: the `orchestrator` binary's subcommands.
 //! - [`bench`]: the benchmark that compares the orchestrator with raw NATS in the same run.
 
+pub mod client;
 pub mod domain;
 pub mod log;
 pub mod nats_server;
+pub mod projections;
+pub mod writer;

@@ -10,10 +10,11 @@
 use std::collections::{HashMap, VecDeque};
 
 use orchestrator_events::Timestamp;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// What a command id maps to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Seen {
     /// The digest of the body it was first accepted with (0: unknown, from a schema 1 envelope).
     pub digest: u64,
@@ -38,7 +39,7 @@ pub enum Lookup {
 }
 
 /// The idempotency table.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Idempotency {
     window_ms: i64,
     seen: HashMap<u128, Seen>,

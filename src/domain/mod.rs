@@ -7,6 +7,8 @@
 //! - [`evolve()`]: `evolve(&mut State, seq, &Envelope)`, folding the log into the state.
 //! - [`placement`]: the `packed` and `spread` policies, with the explanation recorded in the event.
 //! - [`idempotency`]: command ids seen within a window of event time, restored by a replay.
+//! - [`invariants`]: the design's invariants as checks on a state and on an event, for tests and
+//!   `orchestrator verify`.
 //!
 //! [`handle`] puts these together the way the writer uses them: a command id seen before returns the
 //! first result, a new one is decided.
@@ -15,6 +17,7 @@ pub mod command;
 pub mod decide;
 pub mod evolve;
 pub mod idempotency;
+pub mod invariants;
 pub mod placement;
 pub mod rejection;
 pub mod state;

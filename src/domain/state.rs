@@ -101,7 +101,7 @@ impl VmStatus {
 }
 
 /// A session as the writer needs it to decide.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
     /// Whose.
     pub user_id: UserId,
@@ -118,7 +118,7 @@ pub struct Session {
 }
 
 /// A VM as the writer needs it to decide.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Vm {
     /// Sessions it can hold.
     pub capacity: u32,
@@ -144,8 +144,8 @@ impl Vm {
     }
 }
 
-/// The decision state of a cell.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The decision state of a cell. Serialisable, for the writer's snapshots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     /// The tunables.
     pub config: DomainConfig,

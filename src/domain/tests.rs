@@ -1,1 +1,17 @@
 //! Tests of the domain.
+//!
+//! - [`framework`]: the given/when/then harness (after cqrs-es' `TestFramework`) and builders.
+//! - [`sessions`]: every session command in every session state, as a table.
+//! - [`vms`]: every VM command in every VM state, placement refusals, quota and argument checks.
+//! - [`placement`]: the `packed` and `spread` policies and their explanation.
+//! - [`idempotency`]: command ids through [`super::handle`], across replays and the window.
+//! - [`invariants`]: the invariant checks catch what they claim to.
+//! - [`props`]: proptest over random command sequences.
+
+mod framework;
+mod idempotency;
+mod invariants;
+mod placement;
+mod props;
+mod sessions;
+mod vms;

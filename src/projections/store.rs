@@ -1,0 +1,363 @@
+//! The sled store of the read models: atomic batches with the checkpoint, reads, read-your-writes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use orchestrator_events::{Envelope, SessionId, UserId, VmId};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use super::apply::{self, Kv, Overlay, CHECKPOINT_KEY, VERSION_KEY};
+use super::model::{Capacity, SessionView, VmView};
+use super::{ProjectionError, PROJECTION_VERSION};
+use crate::domain::{SessionStatus, VmStatus};
+
+impl Kv for sled::Tree {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ProjectionError> {
+        Ok(sled::Tree::get(self, key)?.map(|v| v.to_vec()))
+    }
+}
+
+/// Why the store was (re)built empty when opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opened {
+    /// It was readable and of the current version: resume from its checkpoint.
+    Resumed {
+        /// The checkpoint.
+        checkpoint: u64,
+    },
+    /// It did not exist.
+    Created,
+    /// Its version differed: cleared, to be rebuilt from the log.
+    VersionChanged {
+        /// The version found.
+        found: u32,
+    },
+    /// It could not be read: deleted, to be rebuilt from the log.
+    Unreadable {
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// Filters of a session listing. All given filters must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionFilter {
+    /// Only this user's sessions.
+    pub user_id: Option<UserId>,
+    /// Only sessions in this status.
+    pub status: Option<SessionStatus>,
+    /// Only sessions holding a slot on this VM.
+    pub vm_id: Option<VmId>,
+}
+
+/// A page of sessions.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+pub struct SessionPage {
+    /// The sessions, sorted by id.
+    pub sessions: Vec<SessionView>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    pub next: Option<SessionId>,
+    /// The stream sequence this page was read at.
+    pub as_of_seq: u64,
+}
+
+struct Inner {
+    path: PathBuf,
+    db: sled::Db,
+    tree: sled::Tree,
+    applied: watch::Sender<u64>,
+}
+
+/// The projections: a cheap, clonable handle.
+#[derive(Clone)]
+pub struct Projections {
+    inner: Arc<Inner>,
+}
+
+fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock
+        || io.to_string().contains("lock"))
+}
+
+impl Projections {
+    /// Opens the store in `dir`. A store of another version, or one that cannot be read, is cleared
+    /// and must be rebuilt from the log (the caller's projector does it from checkpoint 0). A store
+    /// held by another process is an error, never cleared.
+    pub fn open(dir: &Path) -> Result<(Self, Opened), ProjectionError> {
+        let existed = dir.join("db").exists() || dir.join("conf").exists();
+        let (db, mut opened) = match sled::open(dir) {
+            Ok(db) => (db, if existed { None } else { Some(Opened::Created) }),
+            Err(e) if is_lock_error(&e) => {
+                return Err(ProjectionError::Locked {
+                    path: dir.display().to_string(),
+                })
+            }
+            Err(e) => {
+                tracing::warn!(path = %dir.display(), error = %e, "projection store unreadable, rebuilding");
+                std::fs::remove_dir_all(dir).map_err(|io| ProjectionError::Sled(io.into()))?;
+                (
+                    sled::open(dir)?,
+                    Some(Opened::Unreadable {
+                        reason: e.to_string(),
+                    }),
+                )
+            }
+        };
+        let tree = db.open_tree("projections")?;
+        let found = tree.get(VERSION_KEY)?;
+        let version = found
+            .as_ref()
+            .map(|v| v.as_ref().try_into().map(u32::from_be_bytes));
+        match version {
+            Some(Ok(v)) if v == PROJECTION_VERSION => {}
+            None => {
+                if !tree.is_empty() && opened.is_none() {
+                    opened = Some(Opened::Unreadable {
+                        reason: "no version key".into(),
+                    });
+                }
+                tree.clear()?;
+            }
+            Some(Ok(v)) => {
+                tree.clear()?;
+                opened.get_or_insert(Opened::VersionChanged { found: v });
+            }
+            Some(Err(_)) => {
+                tree.clear()?;
+                opened.get_or_insert(Opened::Unreadable {
+                    reason: "malformed version key".into(),
+                });
+            }
+        }
+        tree.insert(VERSION_KEY, &PROJECTION_VERSION.to_be_bytes())?;
+        let checkpoint = tree.get(CHECKPOINT_KEY)?.map(|b| apply::decode_u64(&b)).unwrap_or(0);
+        let opened = opened.unwrap_or(Opened::Resumed { checkpoint });
+        let (applied, _) = watch::channel(checkpoint);
+        Ok((
+            Self {
+                inner: Arc::new(Inner {
+                    path: dir.to_path_buf(),
+                    db,
+                    tree,
+                    applied,
+                }),
+            },
+            opened,
+        ))
+    }
+
+    /// Where the store lives.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The last stream sequence applied.
+    pub fn checkpoint(&self) -> u64 {
+        *self.inner.applied.borrow()
+    }
+
+    /// Follows the checkpoint as it moves.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.applied.subscribe()
+    }
+
+    /// Applies consecutive events in one atomic sled batch together with the checkpoint. The first
+    /// event must directly follow the checkpoint, and each the one before it: a gap or a repeat is an
+    /// error, never skipped.
+    pub fn apply_batch(&self, events: &[(u64, Envelope)]) -> Result<(), ProjectionError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut expected = self.checkpoint() + 1;
+        let mut overlay = Overlay::new(&self.inner.tree);
+        for (seq, env) in events {
+            if *seq != expected {
+                return Err(ProjectionError::OutOfOrder {
+                    expected,
+                    got: *seq,
+                });
+            }
+            overlay.apply(*seq, env)?;
+            expected += 1;
+        }
+        let mut batch = sled::Batch::default();
+        for (k, v) in overlay.writes {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        self.inner.tree.apply_batch(batch)?;
+        self.inner.applied.send_replace(expected - 1);
+        Ok(())
+    }
+
+    /// Clears every read model and the checkpoint, for a rebuild.
+    pub fn clear(&self) -> Result<(), ProjectionError> {
+        self.inner.tree.clear()?;
+        self.inner
+            .tree
+            .insert(VERSION_KEY, &PROJECTION_VERSION.to_be_bytes())?;
+        self.inner.applied.send_replace(0);
+        Ok(())
+    }
+
+    /// Writes everything to disk.
+    pub async fn flush(&self) -> Result<(), ProjectionError> {
+        self.inner.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Waits until the checkpoint reaches `seq` (read-your-writes), at most `timeout`.
+    pub async fn wait_for(&self, seq: u64, timeout: Duration) -> Result<u64, ProjectionError> {
+        let mut rx = self.subscribe();
+        let reached = tokio::time::timeout(timeout, rx.wait_for(|s| *s >= seq)).await;
+        match reached {
+            Ok(Ok(s)) => Ok(*s),
+            _ => Err(ProjectionError::Timeout {
+                wanted: seq,
+                reached: self.checkpoint(),
+            }),
+        }
+    }
+
+    fn get_as<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, ProjectionError> {
+        self.inner
+            .tree
+            .get(key)?
+            .map(|b| decode(key, &b))
+            .transpose()
+    }
+
+    /// One session.
+    pub fn session(&self, id: &SessionId) -> Result<Option<SessionView>, ProjectionError> {
+        self.get_as(&apply::session_key(id))
+    }
+
+    /// One VM.
+    pub fn vm(&self, id: &VmId) -> Result<Option<VmView>, ProjectionError> {
+        self.get_as(&apply::vm_key(id))
+    }
+
+    /// Every VM, sorted by id.
+    pub fn vms(&self) -> Result<Vec<VmView>, ProjectionError> {
+        self.inner
+            .tree
+            .scan_prefix(b"m:")
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    /// Sessions matching `filter`, sorted by id, after `after`, at most `limit`.
+    pub fn sessions(
+        &self,
+        filter: &SessionFilter,
+        after: Option<&SessionId>,
+        limit: usize,
+    ) -> Result<SessionPage, ProjectionError> {
+        let as_of_seq = self.checkpoint();
+        let prefix = if let Some(u) = &filter.user_id {
+            apply::user_prefix(u)
+        } else if let Some(vm) = &filter.vm_id {
+            apply::vm_sessions_prefix(vm)
+        } else if let Some(s) = filter.status {
+            apply::status_prefix(s)
+        } else {
+            b"s:".to_vec()
+        };
+        let start = match after {
+            Some(a) => [prefix.as_slice(), a.as_str().as_bytes(), b"\0"].concat(),
+            None => prefix.clone(),
+        };
+        let mut sessions = Vec::new();
+        let mut next = None;
+        for kv in self.inner.tree.range(start..) {
+            let (k, _) = kv?;
+            let Some(id) = k.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            let id = SessionId::parse(String::from_utf8_lossy(id).into_owned()).map_err(|e| {
+                ProjectionError::Corrupt {
+                    key: String::from_utf8_lossy(&k).into_owned(),
+                    reason: e.to_string(),
+                }
+            })?;
+            let Some(view) = self.session(&id)? else {
+                continue;
+            };
+            let keep = filter.user_id.as_ref().is_none_or(|u| &view.user_id == u)
+                && filter.status.is_none_or(|s| view.status == s)
+                && filter
+                    .vm_id
+                    .as_ref()
+                    .is_none_or(|v| view.vm_id.as_ref() == Some(v) && view.status.holds_slot());
+            if !keep {
+                continue;
+            }
+            if sessions.len() == limit {
+                next = sessions.last().map(|s: &SessionView| s.session_id.clone());
+                break;
+            }
+            sessions.push(view);
+        }
+        Ok(SessionPage {
+            sessions,
+            next,
+            as_of_seq,
+        })
+    }
+
+    /// Capacity and session counts.
+    pub fn capacity(&self) -> Result<Capacity, ProjectionError> {
+        let mut c = Capacity {
+            as_of_seq: self.checkpoint(),
+            ..Capacity::default()
+        };
+        for vm in self.vms()? {
+            match vm.status {
+                VmStatus::Available => {
+                    c.vms_available += 1;
+                    c.placeable += u64::from(vm.free);
+                }
+                VmStatus::Draining => c.vms_draining += 1,
+                VmStatus::Retired => {
+                    c.vms_retired += 1;
+                    continue;
+                }
+            }
+            c.capacity += u64::from(vm.capacity);
+            c.used += u64::from(vm.used);
+        }
+        for s in SessionStatus::ALL {
+            *c.sessions.get_mut(s) = self
+                .inner
+                .tree
+                .get(apply::count_key(s))?
+                .map(|b| apply::decode_u64(&b))
+                .unwrap_or(0);
+        }
+        Ok(c)
+    }
+
+    /// Every key and value, for `verify`.
+    pub fn dump(&self) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, ProjectionError> {
+        self.inner
+            .tree
+            .iter()
+            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Into::into))
+            .collect()
+    }
+}
+
+fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, ProjectionError> {
+    postcard::from_bytes(bytes).map_err(|e| ProjectionError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    })
+}

@@ -1,0 +1,109 @@
+//! The cell's single writer: receives commands, decides, appends, replies.
+//!
+//! - [`protocol`]: requests and replies on `orch.<cell>.cmd.<name>`.
+//! - [`recovery`]: the state from a snapshot plus the tail of the log.
+//! - [`pipeline`]: decide and append with many appends in flight.
+//!
+//! A writer first takes the cell's lease (a standby waits here), recovers its state, then subscribes
+//! to the command subjects. Each command is decided against the state including the appends still in
+//! flight, and appended with `Nats-Expected-Last-Sequence` = the sequence before it and
+//! `Nats-Msg-Id` = its command id. Replies leave in command order, once every earlier append is
+//! acknowledged. When an append fails (another writer appended, NATS went away), the writer waits for
+//! the rest of the pipeline, recovers its state from the log, and decides the failed commands again.
+//! When the lease is lost it stops deciding and goes back to standby.
+
+pub mod pipeline;
+pub mod protocol;
+pub mod recovery;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use orchestrator_events::CellId;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::DomainConfig;
+use crate::log::{self, LeaseError, LogConfig, LogError};
+
+pub use protocol::{Reply, Request};
+
+/// How a writer runs.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// The log: cell, replicas, duplicate window.
+    pub log: LogConfig,
+    /// This writer's name in the lease (host and process, say).
+    pub holder_id: String,
+    /// The domain's tunables.
+    pub domain: DomainConfig,
+    /// Where snapshots are kept; `None`: no snapshots, recover from the whole log.
+    pub data_dir: Option<PathBuf>,
+    /// Take a snapshot every this many events.
+    pub snapshot_every: u64,
+    /// The most appends in flight at once.
+    pub max_in_flight: usize,
+    /// The lease's time to live: a standby takes over within about this long.
+    pub lease_ttl: Duration,
+}
+
+impl WriterConfig {
+    /// The defaults for a cell.
+    pub fn new(cell: CellId) -> Self {
+        Self {
+            log: LogConfig::new(cell),
+            holder_id: format!("writer-{}", uuid::Uuid::new_v4()),
+            domain: DomainConfig::default(),
+            data_dir: None,
+            snapshot_every: 100_000,
+            max_in_flight: 512,
+            lease_ttl: log::DEFAULT_LEASE_TTL,
+        }
+    }
+}
+
+/// Why a writer stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    /// The log could not be set up or read in a way that retrying will not fix (a conflicting
+    /// stream, an undecodable event). Needs an operator.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The lease bucket failed in a way that retrying will not fix.
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    /// Subscribing to the command subjects failed.
+    #[error("subscribing to commands: {0}")]
+    Subscribe(String),
+}
+
+/// Runs a writer until `shutdown` fires: standby until it holds the lease, then the active writer
+/// until the lease is lost (then standby again).
+pub async fn run(
+    client: async_nats::Client,
+    config: WriterConfig,
+    shutdown: CancellationToken,
+) -> Result<(), WriterError> {
+    let js = async_nats::jetstream::new(client.clone());
+    log::ensure_stream(&js, &config.log).await?;
+    let kv = log::ensure_lease_bucket(&js, log::DEFAULT_LEASE_BUCKET, config.log.replicas).await?;
+    let cell = config.log.cell.clone();
+    loop {
+        tracing::info!(cell = %cell, holder = %config.holder_id, "standby: waiting for the writer lease");
+        let lease = match log::Lease::acquire(&kv, &cell, &config.holder_id, config.lease_ttl, &shutdown).await {
+            Ok(lease) => lease,
+            Err(LeaseError::Cancelled) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        tracing::info!(cell = %cell, holder = %config.holder_id, "active: holding the writer lease");
+        let handle = lease.keep_alive();
+        let outcome = pipeline::lead(&client, &js, &config, handle.lost(), shutdown.clone()).await;
+        if let Err(e) = handle.release().await {
+            tracing::warn!(error = %e, "releasing the writer lease");
+        }
+        outcome?;
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        tracing::warn!(cell = %cell, "writer lease lost: back to standby");
+    }
+}

@@ -1,0 +1,414 @@
+//! Deciding and appending with many appends in flight, replying in command order.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_nats::{HeaderMap, Message, Subject};
+use futures::StreamExt;
+use orchestrator_events::{Envelope, Timestamp};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::protocol::{self, Reply, Request};
+use super::recovery::{self, snapshot_path};
+use super::{WriterConfig, WriterError};
+use crate::domain::{evolve, handle, CommandMeta, Decision, State};
+use crate::log::{Appended, Appender, LogError, Reader};
+
+type AckFuture = Pin<Box<dyn Future<Output = Result<Appended, LogError>> + Send>>;
+
+enum Outcome {
+    /// Appended at `seq` if the ack says so.
+    Append {
+        seq: u64,
+        env: Box<Envelope>,
+        ack: AckFuture,
+    },
+    /// Already applied: answer with the event at `seq`.
+    Duplicate { seq: u64 },
+    /// Answered without appending.
+    Ready(Reply),
+}
+
+struct Entry {
+    reply_to: Option<Subject>,
+    json: bool,
+    request: Option<Request>,
+    outcome: Outcome,
+}
+
+struct Pipeline<'a> {
+    client: &'a async_nats::Client,
+    config: &'a WriterConfig,
+    appender: Appender,
+    reader: Reader,
+    state: State,
+    last_event_id: Option<String>,
+    inflight: VecDeque<Entry>,
+    recent: VecDeque<(u64, Envelope)>,
+    snapshot: Option<PathBuf>,
+    since_snapshot: u64,
+}
+
+const RECENT: usize = 1024;
+
+fn now_ms() -> Timestamp {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Serves as the cell's active writer until `lost` or `shutdown` fires.
+pub async fn lead(
+    client: &async_nats::Client,
+    js: &async_nats::jetstream::Context,
+    config: &WriterConfig,
+    lost: CancellationToken,
+    shutdown: CancellationToken,
+) -> Result<(), WriterError> {
+    let cell = &config.log.cell;
+    let reader = Reader::new(js.clone(), cell.clone()).await?;
+    let snapshot = config.data_dir.as_ref().map(|d| snapshot_path(d, cell));
+    let mut p = Pipeline {
+        client,
+        config,
+        appender: Appender::new(js.clone(), cell.clone()),
+        reader,
+        state: State::new(config.domain.clone()),
+        last_event_id: None,
+        inflight: VecDeque::new(),
+        recent: VecDeque::with_capacity(RECENT),
+        snapshot,
+        since_snapshot: 0,
+    };
+    if !p.resync(&lost, &shutdown).await? {
+        return Ok(());
+    }
+    let mut sub = client
+        .queue_subscribe(format!("orch.{cell}.cmd.>"), format!("orch-writer-{cell}"))
+        .await
+        .map_err(|e| WriterError::Subscribe(e.to_string()))?;
+    tracing::info!(cell = %cell, seq = p.state.last_seq, "writer serving commands");
+    let stopping = loop {
+        p.flush_ready().await;
+        if p.inflight.is_empty() && p.since_snapshot >= config.snapshot_every {
+            p.take_snapshot().await;
+        }
+        let room = p.inflight.len() < config.max_in_flight && p.since_snapshot < config.snapshot_every;
+        let head_pending = matches!(p.inflight.front(), Some(Entry { outcome: Outcome::Append { .. }, .. }));
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break true,
+            _ = lost.cancelled() => break false,
+            ack = head_ack(&mut p.inflight), if head_pending => {
+                if let Err(e) = p.on_ack(ack).await {
+                    tracing::warn!(error = %e, "append failed: recovering from the log and deciding again");
+                    if !p.recover_and_redecide(&lost, &shutdown).await? {
+                        break shutdown.is_cancelled();
+                    }
+                }
+            }
+            msg = sub.next(), if room => match msg {
+                Some(msg) => p.on_message(msg).await,
+                None => return Err(WriterError::Subscribe("command subscription closed".into())),
+            },
+        }
+    };
+    // Stop taking commands; answer those in flight.
+    let _ = sub.unsubscribe().await;
+    p.drain().await;
+    if stopping {
+        p.take_snapshot().await;
+    }
+    Ok(())
+}
+
+/// Resolves with the head's ack; pending forever when the head is not an append.
+fn head_ack(inflight: &mut VecDeque<Entry>) -> impl Future<Output = Result<Appended, LogError>> + '_ {
+    futures::future::poll_fn(move |cx| match inflight.front_mut() {
+        Some(Entry {
+            outcome: Outcome::Append { ack, .. },
+            ..
+        }) => ack.as_mut().poll(cx),
+        _ => std::task::Poll::Pending,
+    })
+}
+
+impl Pipeline<'_> {
+    /// Recovers the state from the snapshot and the log, retrying while NATS is away. `false` when
+    /// told to stop first.
+    async fn resync(&mut self, lost: &CancellationToken, shutdown: &CancellationToken) -> Result<bool, WriterError> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match recovery::recover(&self.reader, &self.config.domain, self.snapshot.as_deref()).await {
+                Ok((state, last_event_id, rec)) => {
+                    tracing::info!(
+                        seq = state.last_seq,
+                        snapshot_seq = rec.snapshot_seq,
+                        replayed = rec.replayed,
+                        elapsed_ms = rec.elapsed.as_millis() as u64,
+                        "writer state recovered"
+                    );
+                    self.state = state;
+                    self.last_event_id = last_event_id;
+                    self.recent.clear();
+                    return Ok(true);
+                }
+                Err(e @ LogError::Decode { .. }) => return Err(e.into()),
+                Err(e) => tracing::warn!(error = %e, "recovering the writer state, retrying"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(false),
+                _ = lost.cancelled() => return Ok(false),
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    async fn on_message(&mut self, msg: Message) {
+        let name = msg.subject.as_str().rsplit('.').next().unwrap_or("").to_owned();
+        let json = match protocol::wants_json(msg.headers.as_ref()) {
+            Ok(json) => json,
+            Err(reply) => return self.reply_now(msg.reply, false, reply).await,
+        };
+        match protocol::parse_request(&name, &msg.payload, json) {
+            Ok(req) => self.accept(msg.reply, json, req).await,
+            Err(reply) => {
+                tracing::debug!(command = %name, "malformed command refused");
+                self.reply_now(msg.reply, json, reply).await
+            }
+        }
+    }
+
+    /// Decides a request against the state including the appends in flight, and queues its answer.
+    async fn accept(&mut self, reply_to: Option<Subject>, json: bool, req: Request) {
+        let span = tracing::debug_span!(
+            "command",
+            command = req.command.name(),
+            command_id = %req.command_id,
+            session_id = tracing::field::Empty,
+            seq = tracing::field::Empty,
+        );
+        if let Some(id) = req.command.session_id() {
+            span.record("session_id", tracing::field::display(id));
+        }
+        let meta = CommandMeta {
+            command_id: req.command_id.clone(),
+            actor: req.actor.clone(),
+            at: now_ms().max(self.state.last_at),
+        };
+        let outcome = match handle(&self.state, &meta, &req.command) {
+            Ok(Decision::Append(event)) => {
+                let env = Envelope::new(
+                    uuid::Uuid::new_v4().to_string(),
+                    meta.command_id.to_string(),
+                    req.command.digest(),
+                    meta.at,
+                    meta.actor,
+                    event,
+                );
+                let expected = self.state.last_seq;
+                let seq = expected + 1;
+                span.record("seq", seq);
+                let ack: AckFuture = match self.appender.send(&env, expected).instrument(span.clone()).await {
+                    Ok(pending) => Box::pin(pending.ack()),
+                    Err(e) => Box::pin(async move { Err(e) }),
+                };
+                evolve(&mut self.state, seq, &env);
+                Outcome::Append {
+                    seq,
+                    env: Box::new(env),
+                    ack,
+                }
+            }
+            Ok(Decision::AlreadyApplied { seq }) => Outcome::Duplicate { seq },
+            Err(rejection) => {
+                let _g = span.enter();
+                tracing::debug!(code = rejection.code(), "command rejected");
+                Outcome::Ready(Reply::rejected(rejection))
+            }
+        };
+        self.inflight.push_back(Entry {
+            reply_to,
+            json,
+            request: Some(req),
+            outcome,
+        });
+    }
+
+    /// Handles the head's ack. An error means the pipeline must be recovered.
+    async fn on_ack(&mut self, ack: Result<Appended, LogError>) -> Result<(), LogError> {
+        let appended = ack?;
+        let Some(Entry {
+            reply_to,
+            json,
+            outcome: Outcome::Append { seq, env, .. },
+            ..
+        }) = self.inflight.pop_front()
+        else {
+            return Ok(());
+        };
+        if appended.duplicate || appended.seq != seq {
+            // The log holds this command id elsewhere: our state is not the log's.
+            return Err(LogError::Jetstream(format!(
+                "append expected at {seq} stored at {} (duplicate: {})",
+                appended.seq, appended.duplicate
+            )));
+        }
+        tracing::debug!(seq, command_id = %env.command_id, event = %env.event.event_type(), "appended");
+        self.last_event_id = Some(env.event_id.clone());
+        self.since_snapshot += 1;
+        let reply = Reply::Accepted {
+            seq,
+            duplicate: false,
+            event: (*env).clone(),
+        };
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((seq, *env));
+        self.reply_now(reply_to, json, reply).await;
+        Ok(())
+    }
+
+    /// After a failed append: waits out the pipeline, recovers from the log, decides the commands
+    /// in flight again. `false` when told to stop first.
+    async fn recover_and_redecide(
+        &mut self,
+        lost: &CancellationToken,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, WriterError> {
+        let entries: Vec<Entry> = self.inflight.drain(..).collect();
+        let mut requests = Vec::with_capacity(entries.len());
+        for e in entries {
+            if let Outcome::Append { ack, .. } = e.outcome {
+                // Later appends expected the failed one: they fail too, or are stored and then found
+                // in the log by their command id. Either way, wait for the server's word.
+                let _ = tokio::time::timeout(Duration::from_secs(10), ack).await;
+            }
+            if let Some(req) = e.request {
+                requests.push((e.reply_to, e.json, req));
+            }
+        }
+        if !self.resync(lost, shutdown).await? {
+            for (reply_to, json, _) in requests {
+                self.reply_now(reply_to, json, unavailable()).await;
+            }
+            return Ok(false);
+        }
+        for (reply_to, json, req) in requests {
+            self.accept(reply_to, json, req).await;
+        }
+        Ok(true)
+    }
+
+    /// Answers the entries at the head that need no ack.
+    async fn flush_ready(&mut self) {
+        while let Some(front) = self.inflight.front() {
+            match front.outcome {
+                Outcome::Append { .. } => return,
+                Outcome::Ready(_) | Outcome::Duplicate { .. } => {}
+            }
+            let Some(entry) = self.inflight.pop_front() else {
+                return;
+            };
+            let reply = match entry.outcome {
+                Outcome::Ready(reply) => reply,
+                Outcome::Duplicate { seq } => self.first_result(seq).await,
+                Outcome::Append { .. } => unreachable!("checked above"),
+            };
+            self.reply_now(entry.reply_to, entry.json, reply).await;
+        }
+    }
+
+    /// The first result of a command applied at `seq`.
+    async fn first_result(&self, seq: u64) -> Reply {
+        if let Some((_, env)) = self.recent.iter().find(|(s, _)| *s == seq) {
+            return Reply::Accepted {
+                seq,
+                duplicate: true,
+                event: env.clone(),
+            };
+        }
+        match self.reader.get(seq).await {
+            Ok(Some(m)) => Reply::Accepted {
+                seq,
+                duplicate: true,
+                event: m.event.envelope,
+            },
+            Ok(None) => Reply::error("unavailable", format!("event {seq} not found in the log")),
+            Err(e) => {
+                tracing::warn!(seq, error = %e, "reading a first result");
+                unavailable()
+            }
+        }
+    }
+
+    /// Answers what is in flight before stopping: acks that come are answered, the others are told
+    /// to retry.
+    async fn drain(&mut self) {
+        while !self.inflight.is_empty() {
+            self.flush_ready().await;
+            if self.inflight.is_empty() {
+                break;
+            }
+            let ack = tokio::time::timeout(Duration::from_secs(5), head_ack(&mut self.inflight)).await;
+            match ack {
+                Ok(Ok(a)) => {
+                    if self.on_ack(Ok(a)).await.is_err() {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        for e in std::mem::take(&mut self.inflight) {
+            self.reply_now(e.reply_to, e.json, unavailable()).await;
+        }
+    }
+
+    async fn take_snapshot(&mut self) {
+        self.since_snapshot = 0;
+        let (Some(path), Some(last_event_id)) = (self.snapshot.clone(), self.last_event_id.clone()) else {
+            return;
+        };
+        let state = self.state.clone();
+        let cell = self.config.log.cell.clone();
+        let seq = state.last_seq;
+        let res = tokio::task::spawn_blocking(move || recovery::save_snapshot(&path, &cell, &last_event_id, &state)).await;
+        match res {
+            Ok(Ok(())) => tracing::info!(seq, "writer snapshot saved"),
+            Ok(Err(e)) => tracing::warn!(seq, error = %e, "writer snapshot failed"),
+            Err(e) => tracing::warn!(seq, error = %e, "writer snapshot task failed"),
+        }
+    }
+
+    async fn reply_now(&self, reply_to: Option<Subject>, json: bool, reply: Reply) {
+        let Some(to) = reply_to else {
+            return;
+        };
+        let mut headers = HeaderMap::new();
+        if json {
+            headers.insert("Content-Type", protocol::JSON);
+        }
+        if let Err(e) = self
+            .client
+            .publish_with_headers(to, headers, reply.encode(json).into())
+            .await
+        {
+            tracing::warn!(error = %e, "sending a reply");
+        }
+    }
+}
+
+fn unavailable() -> Reply {
+    Reply::error(
+        "unavailable",
+        "the writer could not confirm the append: it may or may not be applied; retrying with the same command id is safe",
+    )
+}

@@ -1,0 +1,249 @@
+//! The command protocol on NATS: requests on `orch.<cell>.cmd.<name>`, replies with the event and its
+//! sequence or with a rejection code.
+//!
+//! A request body is postcard, or JSON when the request carries `Content-Type: application/json`; the
+//! reply uses the same encoding. The body is a [`CommandRequest`] whose `command` is the body of the
+//! command the subject names (see [`crate::domain::command::COMMAND_NAMES`]).
+
+use async_nats::HeaderMap;
+use orchestrator_events::{Actor, CommandId, Envelope};
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::command::{AssignVm, EndSession, RegisterVm, SessionRef, StartSession, VmRef};
+use crate::domain::{Command, CommandRequest, Rejection};
+
+/// The largest request body accepted, in bytes.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// The content type that selects JSON.
+pub const JSON: &str = "application/json";
+
+/// Codes of the replies that are not domain rejections. Stable, like the domain's codes.
+///
+/// | code | meaning |
+/// |---|---|
+/// | `malformed_request` | the body does not decode as the command the subject names |
+/// | `unknown_command` | the subject names no command |
+/// | `payload_too_large` | the body exceeds [`MAX_REQUEST_BYTES`] |
+/// | `unsupported_content_type` | a `Content-Type` other than JSON (postcard has none) |
+/// | `unavailable` | the writer could not reach the log; the command may or may not be applied: retry with the same command id |
+pub const PROTOCOL_CODES: [&str; 5] = [
+    "malformed_request",
+    "unknown_command",
+    "payload_too_large",
+    "unsupported_content_type",
+    "unavailable",
+];
+
+/// The writer's answer to a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    /// The command was applied: here is its event.
+    Accepted {
+        /// The event's stream sequence.
+        seq: u64,
+        /// Whether this is a retry of a command applied earlier (the event is the first result).
+        duplicate: bool,
+        /// The event.
+        event: Envelope,
+    },
+    /// The command was not applied.
+    Rejected {
+        /// A stable code: a domain rejection's or a protocol code.
+        code: String,
+        /// A human-readable explanation.
+        message: String,
+        /// The domain rejection with its details, when it is one.
+        rejection: Option<Rejection>,
+    },
+}
+
+impl Reply {
+    /// A protocol-level rejection.
+    pub fn error(code: &str, message: impl Into<String>) -> Self {
+        Reply::Rejected {
+            code: code.to_owned(),
+            message: message.into(),
+            rejection: None,
+        }
+    }
+
+    /// A domain rejection.
+    pub fn rejected(r: Rejection) -> Self {
+        Reply::Rejected {
+            code: r.code().to_owned(),
+            message: r.to_string(),
+            rejection: Some(r),
+        }
+    }
+
+    /// Encodes the reply as JSON or postcard.
+    pub fn encode(&self, json: bool) -> Vec<u8> {
+        if json {
+            // A reply is plain data: JSON encoding cannot fail.
+            serde_json::to_vec(self).expect("a reply always encodes")
+        } else {
+            // Likewise for postcard.
+            postcard::to_stdvec(self).expect("a reply always encodes")
+        }
+    }
+
+    /// Decodes a reply.
+    pub fn decode(bytes: &[u8], json: bool) -> Result<Self, String> {
+        if json {
+            serde_json::from_slice(bytes).map_err(|e| e.to_string())
+        } else {
+            postcard::from_bytes(bytes).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// Whether a request's headers select JSON. Any other content type is refused.
+pub fn wants_json(headers: Option<&HeaderMap>) -> Result<bool, Reply> {
+    let Some(ct) = headers.and_then(|h| h.get("Content-Type")) else {
+        return Ok(false);
+    };
+    let ct = ct.as_str();
+    let base = ct.split(';').next().unwrap_or("").trim();
+    if base.eq_ignore_ascii_case(JSON) {
+        Ok(true)
+    } else {
+        Err(Reply::error(
+            "unsupported_content_type",
+            format!("content type {ct:?}: send postcard with no Content-Type, or {JSON}"),
+        ))
+    }
+}
+
+fn body<C: DeserializeOwned>(payload: &[u8], json: bool) -> Result<CommandRequest<C>, String> {
+    if json {
+        serde_json::from_slice(payload).map_err(|e| e.to_string())
+    } else {
+        let (req, rest) = postcard::take_from_bytes(payload).map_err(|e| e.to_string())?;
+        if !rest.is_empty() {
+            return Err(format!("{} trailing bytes", rest.len()));
+        }
+        Ok(req)
+    }
+}
+
+/// A decoded request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The idempotency key.
+    pub command_id: CommandId,
+    /// Who issued it.
+    pub actor: Actor,
+    /// The command.
+    pub command: Command,
+}
+
+/// Decodes the body of a request sent to the command `name`.
+pub fn parse_request(name: &str, payload: &[u8], json: bool) -> Result<Request, Reply> {
+    if payload.len() > MAX_REQUEST_BYTES {
+        return Err(Reply::error(
+            "payload_too_large",
+            format!("{} bytes, the limit is {MAX_REQUEST_BYTES}", payload.len()),
+        ));
+    }
+    fn wrap<C: DeserializeOwned>(
+        payload: &[u8],
+        json: bool,
+        f: fn(C) -> Command,
+    ) -> Result<Request, String> {
+        let r = body::<C>(payload, json)?;
+        Ok(Request {
+            command_id: r.command_id,
+            actor: r.actor,
+            command: f(r.command),
+        })
+    }
+    let parsed = match name {
+        "start" => wrap::<StartSession>(payload, json, Command::StartSession),
+        "assign" => wrap::<AssignVm>(payload, json, Command::AssignVm),
+        "pause" => wrap::<SessionRef>(payload, json, Command::PauseSession),
+        "resume" => wrap::<SessionRef>(payload, json, Command::ResumeSession),
+        "end" => wrap::<EndSession>(payload, json, Command::EndSession),
+        "vm_register" => wrap::<RegisterVm>(payload, json, Command::RegisterVm),
+        "vm_drain" => wrap::<VmRef>(payload, json, Command::DrainVm),
+        "vm_retire" => wrap::<VmRef>(payload, json, Command::RetireVm),
+        other => {
+            return Err(Reply::error(
+                "unknown_command",
+                format!("no command named {other:?}"),
+            ))
+        }
+    };
+    parsed.map_err(|e| {
+        Reply::error(
+            "malformed_request",
+            format!(
+                "not a {name} request ({} body): {e}",
+                if json { "JSON" } else { "postcard" }
+            ),
+        )
+    })
+}
+
+/// Encodes a request for the command it carries: the body to send to `orch.<cell>.cmd.<name>`.
+pub fn encode_request(command_id: &CommandId, actor: &Actor, command: &Command, json: bool) -> Vec<u8> {
+    fn enc<C: Serialize>(command_id: &CommandId, actor: &Actor, c: &C, json: bool) -> Vec<u8> {
+        let req = CommandRequest {
+            command_id: command_id.clone(),
+            actor: actor.clone(),
+            command: c,
+        };
+        if json {
+            // Plain data: encoding cannot fail.
+            serde_json::to_vec(&req).expect("a request always encodes")
+        } else {
+            // Likewise for postcard.
+            postcard::to_stdvec(&req).expect("a request always encodes")
+        }
+    }
+    match command {
+        Command::StartSession(c) => enc(command_id, actor, c, json),
+        Command::AssignVm(c) => enc(command_id, actor, c, json),
+        Command::PauseSession(c) | Command::ResumeSession(c) => enc(command_id, actor, c, json),
+        Command::EndSession(c) => enc(command_id, actor, c, json),
+        Command::RegisterVm(c) => enc(command_id, actor, c, json),
+        Command::DrainVm(c) | Command::RetireVm(c) => enc(command_id, actor, c, json),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_both_encodings() {
+        let cmd = Command::EndSession(EndSession {
+            session_id: "s1".parse().unwrap(),
+            reason: orchestrator_events::EndReason::User,
+        });
+        let id: CommandId = "c1".parse().unwrap();
+        for json in [false, true] {
+            let bytes = encode_request(&id, &Actor::user("u1"), &cmd, json);
+            let req = parse_request("end", &bytes, json).unwrap();
+            assert_eq!(req.command, cmd);
+        }
+    }
+
+    #[test]
+    fn bad_input_gets_codes() {
+        let code = |r: Reply| match r {
+            Reply::Rejected { code, .. } => code,
+            Reply::Accepted { .. } => panic!("accepted"),
+        };
+        assert_eq!(code(parse_request("nope", b"{}", true).unwrap_err()), "unknown_command");
+        assert_eq!(code(parse_request("start", b"\xff\x00garbage", false).unwrap_err()), "malformed_request");
+        assert_eq!(code(parse_request("start", b"{\"user_id\":1}", true).unwrap_err()), "malformed_request");
+        let big = vec![b' '; MAX_REQUEST_BYTES + 1];
+        assert_eq!(code(parse_request("start", &big, true).unwrap_err()), "payload_too_large");
+        let bad_id = br#"{"command_id":"c 1","actor":{"kind":"user","id":"u"},"command":{"session_id":"s1"}}"#;
+        assert_eq!(code(parse_request("pause", bad_id, true).unwrap_err()), "malformed_request");
+    }
+}
