@@ -84,13 +84,16 @@ impl Idempotency {
     /// Records an accepted command and forgets those older than the window as of its time.
     pub fn record(&mut self, command_id: &str, seen: Seen) {
         let k = key(command_id);
-        // The first result wins: a duplicate in the log (it cannot be, but never overwrite) is ignored.
-        if self.seen.contains_key(&k) {
+        let horizon = seen.at.saturating_sub(self.window_ms);
+        // The first result within the window wins: a duplicate in the log (it cannot be, but never
+        // overwrite) is ignored. An entry past the window is a use that was forgotten (lookup calls
+        // the id new), so the new use replaces it; otherwise a retry of the new use would be decided
+        // again.
+        if self.seen.get(&k).is_some_and(|old| old.at >= horizon) {
             return;
         }
         self.seen.insert(k, seen);
         self.order.push_back((seen.at, k));
-        let horizon = seen.at.saturating_sub(self.window_ms);
         while let Some(&(at, old)) = self.order.front() {
             if at >= horizon {
                 break;
@@ -99,6 +102,18 @@ impl Idempotency {
             if self.seen.get(&old).is_some_and(|s| s.at == at) {
                 self.seen.remove(&old);
             }
+        }
+    }
+
+    /// Feeds the remembered ids, sorted, into a hasher (for [`super::State::fingerprint`]).
+    pub fn hash_into(&self, hasher: &mut Sha256) {
+        let mut seen: Vec<_> = self.seen.iter().collect();
+        seen.sort_unstable_by_key(|(k, _)| **k);
+        for (k, s) in seen {
+            hasher.update(k.to_be_bytes());
+            hasher.update(s.digest.to_be_bytes());
+            hasher.update(s.seq.to_be_bytes());
+            hasher.update(s.at.to_be_bytes());
         }
     }
 

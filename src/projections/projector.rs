@@ -1,1 +1,195 @@
-//! The projector.
+//! The projector: follows the log from the store's checkpoint and applies events in batches.
+//!
+//! Events are applied in batches of up to [`BATCH`] (as many as are ready, without waiting for more),
+//! each batch atomic with the checkpoint. The projector never skips or reorders: an event it cannot
+//! decode or apply stops it with an error naming the sequence. When NATS goes away it reconnects
+//! from the checkpoint by itself.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use orchestrator_events::Envelope;
+use tokio_util::sync::CancellationToken;
+
+use super::apply::{Overlay, CHECKPOINT_KEY, VERSION_KEY};
+use super::{ProjectionError, Projections, PROJECTION_VERSION};
+use crate::log::{EventStream, LogError, Reader};
+
+/// The most events applied in one sled batch.
+pub const BATCH: usize = 1000;
+
+fn log_error(e: LogError) -> ProjectionError {
+    match e {
+        LogError::Decode { seq, error } => ProjectionError::Decode {
+            seq,
+            reason: error.to_string(),
+        },
+        other => ProjectionError::Log(other.to_string()),
+    }
+}
+
+/// Reads the next batch: waits for one event, then takes those already there, up to [`BATCH`].
+/// `None` when the stream ended.
+async fn next_batch(
+    events: &mut EventStream,
+) -> Option<Result<Vec<(u64, Envelope)>, LogError>> {
+    let first = events.next().await?;
+    let mut batch = Vec::with_capacity(64);
+    match first {
+        Ok(ev) => batch.push((ev.seq, ev.envelope)),
+        Err(e) => return Some(Err(e)),
+    }
+    while batch.len() < BATCH {
+        match events.next().now_or_never() {
+            Some(Some(Ok(ev))) => batch.push((ev.seq, ev.envelope)),
+            Some(Some(Err(e))) => {
+                // Apply what came before the error first; the error comes back on the next read.
+                if matches!(e, LogError::Decode { .. }) {
+                    return Some(Err(e));
+                }
+                break;
+            }
+            Some(None) | None => break,
+        }
+    }
+    Some(Ok(batch))
+}
+
+/// Follows the log into `store` until `shutdown` fires.
+pub async fn run(reader: Reader, store: Projections, shutdown: CancellationToken) -> Result<(), ProjectionError> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let from = store.checkpoint() + 1;
+        let mut events = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = reader.read_from(from) => match r {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::warn!(error = %e, from, "projector: cannot read the log, retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            },
+        };
+        backoff = Duration::from_millis(100);
+        tracing::info!(from, "projector following the log");
+        loop {
+            let batch = tokio::select! {
+                _ = shutdown.cancelled() => {
+                    store.flush().await?;
+                    return Ok(());
+                }
+                b = next_batch(&mut events) => b,
+            };
+            match batch {
+                Some(Ok(batch)) => store.apply_batch(&batch)?,
+                Some(Err(e @ LogError::Decode { .. })) => return Err(log_error(e)),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "projector: log read failed, resuming from the checkpoint");
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+/// Clears `store` and rebuilds it from the whole log, calling `progress(done, total)` after each
+/// batch. Returns the number of events applied.
+pub async fn rebuild(
+    reader: &Reader,
+    store: &Projections,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<u64, ProjectionError> {
+    store.clear()?;
+    let (last, mut events) = reader.read_to_end(1).await.map_err(log_error)?;
+    let mut done = 0u64;
+    progress(0, last);
+    while let Some(batch) = next_batch(&mut events).await {
+        let batch = batch.map_err(log_error)?;
+        store.apply_batch(&batch)?;
+        done += batch.len() as u64;
+        progress(done, last);
+    }
+    store.flush().await?;
+    Ok(done)
+}
+
+/// Replays the log `1..=to` into memory: what the store must hold at checkpoint `to`.
+pub async fn replay_in_memory(
+    reader: &Reader,
+    to: u64,
+) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, ProjectionError> {
+    let mut mem = BTreeMap::new();
+    mem.insert(VERSION_KEY.to_vec(), PROJECTION_VERSION.to_be_bytes().to_vec());
+    let mut events = reader.read_range(1, to).await.map_err(log_error)?;
+    let mut expected = 1;
+    while let Some(batch) = next_batch(&mut events).await {
+        let batch = batch.map_err(log_error)?;
+        let mut overlay = Overlay::new(&mem);
+        for (seq, env) in &batch {
+            if *seq != expected {
+                return Err(ProjectionError::OutOfOrder {
+                    expected,
+                    got: *seq,
+                });
+            }
+            overlay.apply(*seq, env)?;
+            expected += 1;
+        }
+        let writes = overlay.writes;
+        for (k, v) in writes {
+            match v {
+                Some(v) => mem.insert(k, v),
+                None => mem.remove(&k),
+            };
+        }
+    }
+    if expected - 1 != to {
+        return Err(ProjectionError::Log(format!(
+            "the log ended at {} before {to}",
+            expected - 1
+        )));
+    }
+    if to == 0 {
+        mem.remove(CHECKPOINT_KEY);
+    }
+    Ok(mem)
+}
+
+/// The differences between what a store holds and what it should hold, as readable lines (at most
+/// `limit`), and how many there are in all.
+pub fn diff(
+    live: &BTreeMap<Vec<u8>, Vec<u8>>,
+    expected: &BTreeMap<Vec<u8>, Vec<u8>>,
+    limit: usize,
+) -> (usize, Vec<String>) {
+    let show = |k: &[u8]| String::from_utf8_lossy(k).replace('\0', "/");
+    let mut lines = Vec::new();
+    let mut count = 0;
+    for (k, v) in expected {
+        let line = match live.get(k) {
+            None => Some(format!("missing in the projection: {}", show(k))),
+            Some(lv) if lv != v => Some(format!("differs from the log: {}", show(k))),
+            Some(_) => None,
+        };
+        if let Some(line) = line {
+            count += 1;
+            if lines.len() < limit {
+                lines.push(line);
+            }
+        }
+    }
+    for k in live.keys().filter(|k| !expected.contains_key(*k)) {
+        count += 1;
+        if lines.len() < limit {
+            lines.push(format!("not in the log: {}", show(k)));
+        }
+    }
+    (count, lines)
+}

@@ -69,6 +69,8 @@ struct Inner {
     db: sled::Db,
     tree: sled::Tree,
     applied: watch::Sender<u64>,
+    /// Held while a batch is applied or the store dumped, so a dump sees whole batches only.
+    writing: std::sync::Mutex<()>,
 }
 
 /// The projections: a cheap, clonable handle.
@@ -143,6 +145,7 @@ impl Projections {
                     db,
                     tree,
                     applied,
+                    writing: std::sync::Mutex::new(()),
                 }),
             },
             opened,
@@ -171,6 +174,7 @@ impl Projections {
         if events.is_empty() {
             return Ok(());
         }
+        let _writing = self.lock();
         let mut expected = self.checkpoint() + 1;
         let mut overlay = Overlay::new(&self.inner.tree);
         for (seq, env) in events {
@@ -197,6 +201,7 @@ impl Projections {
 
     /// Clears every read model and the checkpoint, for a rebuild.
     pub fn clear(&self) -> Result<(), ProjectionError> {
+        let _writing = self.lock();
         self.inner.tree.clear()?;
         self.inner
             .tree
@@ -345,13 +350,23 @@ impl Projections {
         Ok(c)
     }
 
-    /// Every key and value, for `verify`.
-    pub fn dump(&self) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, ProjectionError> {
-        self.inner
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        // The guarded data is (): a panic while holding it leaves nothing inconsistent.
+        self.inner.writing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every key and value, with the checkpoint they are at, for `verify`. Blocks batches while it
+    /// reads, so it sees whole batches only.
+    pub fn dump(&self) -> Result<(u64, BTreeMap<Vec<u8>, Vec<u8>>), ProjectionError> {
+        let _writing = self.lock();
+        let checkpoint = self.checkpoint();
+        let all = self
+            .inner
             .tree
             .iter()
             .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Into::into))
-            .collect()
+            .collect::<Result<_, ProjectionError>>()?;
+        Ok((checkpoint, all))
     }
 }
 

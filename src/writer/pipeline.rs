@@ -92,6 +92,10 @@ pub async fn lead(
         .queue_subscribe(format!("orch.{cell}.cmd.>"), format!("orch-writer-{cell}"))
         .await
         .map_err(|e| WriterError::Subscribe(e.to_string()))?;
+    let mut admin = client
+        .subscribe(crate::admin::writer_subject(cell))
+        .await
+        .map_err(|e| WriterError::Subscribe(e.to_string()))?;
     tracing::info!(cell = %cell, seq = p.state.last_seq, "writer serving commands");
     let stopping = loop {
         p.flush_ready().await;
@@ -112,6 +116,7 @@ pub async fn lead(
                     }
                 }
             }
+            Some(msg) = admin.next(), if p.inflight.is_empty() => p.on_admin(msg).await,
             msg = sub.next(), if room => match msg {
                 Some(msg) => p.on_message(msg).await,
                 None => return Err(WriterError::Subscribe("command subscription closed".into())),
@@ -120,6 +125,7 @@ pub async fn lead(
     };
     // Stop taking commands; answer those in flight.
     let _ = sub.unsubscribe().await;
+    let _ = admin.unsubscribe().await;
     p.drain().await;
     if stopping {
         p.take_snapshot().await;
@@ -385,6 +391,17 @@ impl Pipeline<'_> {
             Ok(Ok(())) => tracing::info!(seq, "writer snapshot saved"),
             Ok(Err(e)) => tracing::warn!(seq, error = %e, "writer snapshot failed"),
             Err(e) => tracing::warn!(seq, error = %e, "writer snapshot task failed"),
+        }
+    }
+
+    /// Answers `verify`: the confirmed state (nothing is in flight when this is called).
+    async fn on_admin(&self, msg: Message) {
+        let Some(reply) = msg.reply else { return };
+        let report = crate::admin::WriterStateReport::of(&self.config.holder_id, &self.state);
+        // A report is plain data: JSON encoding cannot fail.
+        let body = serde_json::to_vec(&report).expect("a report always encodes");
+        if let Err(e) = self.client.publish(reply, body.into()).await {
+            tracing::warn!(error = %e, "answering writer_state");
         }
     }
 
