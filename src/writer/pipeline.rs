@@ -333,7 +333,7 @@ impl Pipeline<'_> {
     }
 
     /// The first result of a command applied at `seq`.
-    async fn first_result(&self, seq: u64) -> Reply {
+    async fn first_result(&mut self, seq: u64) -> Reply {
         if let Some((_, env)) = self.recent.iter().find(|(s, _)| *s == seq) {
             return Reply::Accepted {
                 seq,
@@ -395,7 +395,7 @@ impl Pipeline<'_> {
     }
 
     /// Answers `verify`: the confirmed state (nothing is in flight when this is called).
-    async fn on_admin(&self, msg: Message) {
+    async fn on_admin(&mut self, msg: Message) {
         let Some(reply) = msg.reply else { return };
         let report = crate::admin::WriterStateReport::of(&self.config.holder_id, &self.state);
         // A report is plain data: JSON encoding cannot fail.
@@ -405,7 +405,7 @@ impl Pipeline<'_> {
         }
     }
 
-    async fn reply_now(&self, reply_to: Option<Subject>, json: bool, reply: Reply) {
+    async fn reply_now(&mut self, reply_to: Option<Subject>, json: bool, reply: Reply) {
         let Some(to) = reply_to else {
             return;
         };

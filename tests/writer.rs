@@ -1,0 +1,203 @@
+//! The write path against a real nats-server: JSON commands through NATS, the writer, the log and
+//! the projections.
+
+mod common;
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use common::TestServer;
+use orchestrator::projections::{projector, Projections};
+use orchestrator::writer::{self, Reply, WriterConfig};
+use orchestrator_events::CellId;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+struct Cell {
+    server: TestServer,
+    client: async_nats::Client,
+    store: Projections,
+    stop: CancellationToken,
+}
+
+async fn cell() -> Cell {
+    let server = TestServer::start_default().await;
+    let client = server.client().await;
+    let stop = CancellationToken::new();
+    let mut config = WriterConfig::new(CellId::default_cell());
+    config.lease_ttl = Duration::from_secs(2);
+    tokio::spawn(writer::run(client.clone(), config, stop.clone()));
+    let (store, _) = Projections::open(&server.dir().join("projections")).unwrap();
+    // The projector needs the stream, which the writer creates: wait for the writer to answer.
+    let c = Cell { server, client, store, stop };
+    c.wait_for_writer().await;
+    let js = async_nats::jetstream::new(c.client.clone());
+    let reader = orchestrator::log::Reader::new(js, CellId::default_cell()).await.unwrap();
+    tokio::spawn(projector::run(reader, c.store.clone(), c.stop.clone()));
+    c
+}
+
+impl Cell {
+    async fn wait_for_writer(&self) {
+        for _ in 0..100 {
+            let r = self.send_json("nope", json!({})).await;
+            if r.is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no writer answered");
+    }
+
+    async fn send_raw(&self, name: &str, body: Vec<u8>, json: bool) -> Option<Value> {
+        let mut headers = HeaderMap::new();
+        if json {
+            headers.insert("Content-Type", "application/json");
+        }
+        let req = async_nats::Request::new()
+            .headers(headers)
+            .payload(body.into())
+            .timeout(Some(Duration::from_secs(5)));
+        let msg = self
+            .client
+            .send_request(format!("orch.default.cmd.{name}"), req)
+            .await
+            .ok()?;
+        if json {
+            Some(serde_json::from_slice(&msg.payload).expect("a JSON reply"))
+        } else {
+            let reply = Reply::decode(&msg.payload, false).expect("a postcard reply");
+            Some(serde_json::to_value(reply).unwrap())
+        }
+    }
+
+    async fn send_json(&self, name: &str, body: Value) -> Option<Value> {
+        self.send_raw(name, serde_json::to_vec(&body).unwrap(), true).await
+    }
+
+    async fn cmd(&self, name: &str, id: &str, command: Value) -> Value {
+        let body = json!({"command_id": id, "actor": {"kind": "service", "id": "test"}, "command": command});
+        self.send_json(name, body).await.expect("an answer")
+    }
+
+    async fn last_seq(&self) -> u64 {
+        let js = async_nats::jetstream::new(self.client.clone());
+        let mut s = js.get_stream("ORCH_DEFAULT").await.unwrap();
+        s.info().await.unwrap().state.last_sequence
+    }
+}
+
+impl Drop for Cell {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn seq(v: &Value) -> u64 {
+    v["accepted"]["seq"].as_u64().unwrap_or_else(|| panic!("not accepted: {v}"))
+}
+
+fn code(v: &Value) -> &str {
+    v["rejected"]["code"].as_str().unwrap_or_else(|| panic!("not rejected: {v}"))
+}
+
+#[tokio::test]
+async fn full_lifecycle_through_json_commands() {
+    let c = cell().await;
+    let r = c.cmd("vm_register", "c1", json!({"vm_id": "vm-1", "capacity": 2, "labels": {"region": "eu"}})).await;
+    assert_eq!(seq(&r), 1);
+    let r = c.cmd("start", "c2", json!({"session_id": "s1", "user_id": "u1", "game_id": "g1", "requirements": {"region": "eu"}})).await;
+    assert_eq!(seq(&r), 2);
+    assert_eq!(r["accepted"]["event"]["event"]["SessionStarted"]["session_id"], "s1");
+    let r = c.cmd("assign", "c3", json!({"session_id": "s1"})).await;
+    let placed = &r["accepted"]["event"]["event"]["SessionAssigned"];
+    assert_eq!(placed["vm_id"], "vm-1");
+    assert_eq!(placed["placement"]["policy"], "packed");
+    seq(&c.cmd("pause", "c4", json!({"session_id": "s1"})).await);
+    seq(&c.cmd("resume", "c5", json!({"session_id": "s1"})).await);
+    let r = c.cmd("end", "c6", json!({"session_id": "s1", "reason": "user"})).await;
+    assert_eq!(seq(&r), 6);
+    assert_eq!(code(&c.cmd("pause", "c7", json!({"session_id": "s1"})).await), "invalid_transition");
+
+    // Read-your-writes: the projection reaches the sequence the command returned.
+    c.store.wait_for(6, Duration::from_secs(5)).await.unwrap();
+    let s = c.store.session(&"s1".parse().unwrap()).unwrap().unwrap();
+    assert_eq!(s.status.as_str(), "ended");
+    let vm = c.store.vm(&"vm-1".parse().unwrap()).unwrap().unwrap();
+    assert_eq!((vm.used, vm.free), (0, 2));
+}
+
+#[tokio::test]
+async fn a_retried_command_id_returns_the_first_result() {
+    let c = cell().await;
+    let body = json!({"vm_id": "vm-1", "capacity": 2});
+    let first = c.cmd("vm_register", "k1", body.clone()).await;
+    let again = c.cmd("vm_register", "k1", body).await;
+    assert_eq!(seq(&first), seq(&again));
+    assert_eq!(again["accepted"]["duplicate"], true);
+    assert_eq!(first["accepted"]["event"], again["accepted"]["event"]);
+    let other = c.cmd("vm_register", "k1", json!({"vm_id": "vm-2", "capacity": 2})).await;
+    assert_eq!(code(&other), "command_id_reused");
+    assert_eq!(c.last_seq().await, 1);
+}
+
+#[tokio::test]
+async fn bad_input_is_rejected_and_appends_nothing() {
+    let c = cell().await;
+    seq(&c.cmd("vm_register", "c1", json!({"vm_id": "vm-1", "capacity": 1})).await);
+    let cases: Vec<(&str, Vec<u8>, bool, &str)> = vec![
+        ("start", b"\x00\xff\xfe garbage".to_vec(), false, "malformed_request"),
+        ("start", b"{not json".to_vec(), true, "malformed_request"),
+        ("start", br#"{"command_id":"x","actor":{"kind":"user","id":"u"},"command":{"user_id":5}}"#.to_vec(), true, "malformed_request"),
+        ("start", br#"{"command_id":"x","actor":{"kind":"user","id":"u"},"command":{"session_id":"a.b","user_id":"u","game_id":"g"}}"#.to_vec(), true, "malformed_request"),
+        ("launch", b"{}".to_vec(), true, "unknown_command"),
+        ("start", vec![b' '; 70 * 1024], true, "payload_too_large"),
+        ("vm_register", br#"{"command_id":"y","actor":{"kind":"operator","id":"o"},"command":{"vm_id":"vm-9","capacity":0}}"#.to_vec(), true, "invalid_argument"),
+        ("pause", br#"{"command_id":"z","actor":{"kind":"user","id":"u"},"command":{"session_id":"nope"}}"#.to_vec(), true, "session_not_found"),
+    ];
+    for (name, body, json, want) in cases {
+        let r = c.send_raw(name, body, json).await.expect("an answer");
+        assert_eq!(code(&r), want, "{name}: {r}");
+    }
+    assert_eq!(c.last_seq().await, 1, "no rejected command appended anything");
+}
+
+#[tokio::test]
+async fn capacity_holds_under_concurrent_assignments() {
+    let c = cell().await;
+    seq(&c.cmd("vm_register", "r1", json!({"vm_id": "vm-1", "capacity": 3})).await);
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let client = c.client.clone();
+        tasks.push(tokio::spawn(async move {
+            let send = |name: &'static str, id: String, command: Value| {
+                let client = client.clone();
+                async move {
+                    let body = json!({"command_id": id, "actor": {"kind": "service", "id": "t"}, "command": command});
+                    let mut h = HeaderMap::new();
+                    h.insert("Content-Type", "application/json");
+                    let req = async_nats::Request::new().headers(h).payload(serde_json::to_vec(&body).unwrap().into());
+                    let m = client.send_request(format!("orch.default.cmd.{name}"), req).await.unwrap();
+                    serde_json::from_slice::<Value>(&m.payload).unwrap()
+                }
+            };
+            let s = format!("s{i}");
+            send("start", format!("st{i}"), json!({"session_id": s, "user_id": format!("u{i}"), "game_id": "g"})).await;
+            send("assign", format!("as{i}"), json!({"session_id": s})).await
+        }));
+    }
+    let mut placed = 0;
+    for t in tasks {
+        let r = t.await.unwrap();
+        if r.get("accepted").is_some() {
+            placed += 1;
+        } else {
+            assert_eq!(code(&r), "no_capacity");
+        }
+    }
+    assert_eq!(placed, 3);
+    let last = c.last_seq().await;
+    c.store.wait_for(last, Duration::from_secs(5)).await.unwrap();
+    let vm = c.store.vm(&"vm-1".parse().unwrap()).unwrap().unwrap();
+    assert_eq!(vm.used, 3);
+}
