@@ -1,0 +1,339 @@
+//! Starts and supervises a local `nats-server` with JetStream: the embedded default of `serve`, and the
+//! one-server-per-test of the integration tests.
+//!
+//! [`NatsServer::start`] writes a config file into the data dir (loopback only, the JetStream store
+//! under the data dir, `sync_interval` only when asked), spawns the binary with its output appended to
+//! a log file there, and returns once JetStream answers. The handle stops it gracefully
+//! ([`NatsServer::stop`]), kills it ([`NatsServer::kill`], for crash tests), restarts it on the same
+//! port and store ([`NatsServer::restart`], so clients reconnect by themselves), and kills it on drop.
+
+mod config;
+mod error;
+mod version;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
+
+pub use config::{
+    free_port, resolve_binary, NatsServerConfig, CONFIG_FILE, DEBIAN_NATS_SERVER, LOG_FILE,
+    LOOPBACK, NATS_SERVER_BIN_ENV, STORE_DIR,
+};
+pub use error::NatsServerError;
+pub use version::{
+    binary_version, Durability, ParseDurabilityError, ServerVersion, SYNC_ALWAYS_MIN_VERSION,
+};
+
+/// How often a starting or stopping server is checked on.
+const POLL: Duration = Duration::from_millis(50);
+
+/// How many fresh ports a start with `port: 0` tries when another process takes the picked one first.
+const PORT_ATTEMPTS: usize = 3;
+
+/// How many lines of the server's log an error carries.
+const LOG_TAIL_LINES: usize = 30;
+
+/// A running (or stopped, until restarted) local `nats-server`. Killed and reaped on drop.
+#[derive(Debug)]
+pub struct NatsServer {
+    config: NatsServerConfig,
+    version: ServerVersion,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts a server as `config` says and waits until JetStream answers (up to
+    /// `config.ready_timeout`). With `port: 0` it picks a free port, and picks another if the server
+    /// finds it taken. Refuses [`Durability::SyncAlways`] on a server < 2.10 before starting anything.
+    pub async fn start(config: NatsServerConfig) -> Result<NatsServer, NatsServerError> {
+        let bin = config.bin.clone();
+        let version = tokio::task::spawn_blocking(move || binary_version(&bin))
+            .await
+            .map_err(|join| NatsServerError::Process(std::io::Error::other(join)))??;
+        if !config.durability.supported_by(version) {
+            return Err(NatsServerError::SyncAlwaysUnsupported { version });
+        }
+        fs::create_dir_all(&config.data_dir).map_err(|source| NatsServerError::Io {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let attempts = if config.port == 0 { PORT_ATTEMPTS } else { 1 };
+        let mut attempt = 1;
+        loop {
+            let port = match config.port {
+                0 => free_port()?,
+                port => port,
+            };
+            let mut server = NatsServer {
+                config: config.clone(),
+                version,
+                port,
+                child: None,
+            };
+            match server.launch().await {
+                Ok(()) => return Ok(server),
+                Err(NatsServerError::Exited { log_tail, .. })
+                    if attempt < attempts && log_tail.contains("address already in use") =>
+                {
+                    attempt += 1;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// The client URL, `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("nats://{LOOPBACK}:{}", self.port)
+    }
+
+    /// The client port; the same across restarts.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The version of the binary this server runs.
+    pub fn version(&self) -> ServerVersion {
+        self.version
+    }
+
+    /// The fsync mode this server runs in.
+    pub fn durability(&self) -> Durability {
+        self.config.durability
+    }
+
+    /// The directory holding the config file, the log and the JetStream store.
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+
+    /// The file the server's output is appended to.
+    pub fn log_path(&self) -> PathBuf {
+        self.config.log_path()
+    }
+
+    /// The config this server was started with (its `port` as asked, maybe 0; see [`Self::port`]).
+    pub fn config(&self) -> &NatsServerConfig {
+        &self.config
+    }
+
+    /// The process id, while a process has been started and not yet stopped, killed or reaped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process is still running; reaps it if it has exited, so a supervisor loop can call
+    /// [`Self::restart`] then.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => true,
+            Some(Ok(Some(_)) | Err(_)) => {
+                self.child = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Stops the server gracefully: SIGTERM, so JetStream flushes its store, then waits up to
+    /// `config.stop_timeout` and kills it if it is still there. Does nothing if it is not running.
+    pub async fn stop(&mut self) -> Result<(), NatsServerError> {
+        let Some(child) = self.child.as_mut() else {
+            return Ok(());
+        };
+        if child
+            .try_wait()
+            .map_err(NatsServerError::Process)?
+            .is_none()
+        {
+            let pid = i32::try_from(child.id()).map_err(|_| {
+                NatsServerError::Process(std::io::Error::other("pid does not fit an i32"))
+            })?;
+            match signal::kill(Pid::from_raw(pid), Signal::SIGTERM) {
+                // ESRCH: it exited between try_wait and the signal; it is reaped below.
+                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+                Err(err) => return Err(err.into()),
+            }
+            let deadline = Instant::now() + self.config.stop_timeout;
+            while child
+                .try_wait()
+                .map_err(NatsServerError::Process)?
+                .is_none()
+            {
+                if Instant::now() >= deadline {
+                    tracing::warn!(pid, "nats-server ignored SIGTERM, killing it");
+                    break;
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        }
+        self.kill()
+    }
+
+    /// Kills the server at once (SIGKILL) and reaps it: a crash, for tests. What JetStream had written
+    /// to the OS survives; what it had not fsynced survives too, unless the machine loses power.
+    pub fn kill(&mut self) -> Result<(), NatsServerError> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        if child
+            .try_wait()
+            .map_err(NatsServerError::Process)?
+            .is_none()
+        {
+            child.kill().map_err(NatsServerError::Process)?;
+        }
+        child.wait().map_err(NatsServerError::Process)?;
+        Ok(())
+    }
+
+    /// Stops the server if it runs (gracefully), then starts it again on the same port with the same
+    /// store, and waits until JetStream answers. Clients that reconnect find their streams.
+    pub async fn restart(&mut self) -> Result<(), NatsServerError> {
+        self.stop().await?;
+        self.launch().await
+    }
+
+    /// Writes the config, spawns the process and waits until it is ready; kills it on failure.
+    async fn launch(&mut self) -> Result<(), NatsServerError> {
+        let config_path = self.config.config_path();
+        let rendered = self.config.render(self.port)?;
+        fs::write(&config_path, rendered).map_err(|source| NatsServerError::Io {
+            path: config_path.clone(),
+            source,
+        })?;
+        let log_path = self.config.log_path();
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|source| NatsServerError::Io {
+                path: log_path.clone(),
+                source,
+            })?;
+        let log_start = log
+            .metadata()
+            .map_err(|source| NatsServerError::Io {
+                path: log_path.clone(),
+                source,
+            })?
+            .len();
+        let stderr = log.try_clone().map_err(|source| NatsServerError::Io {
+            path: log_path.clone(),
+            source,
+        })?;
+        let mut command = Command::new(&self.config.bin);
+        command
+            .arg("-c")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(stderr);
+        if self.config.own_process_group {
+            command.process_group(0);
+        }
+        let child = command.spawn().map_err(NatsServerError::Process)?;
+        tracing::debug!(pid = child.id(), port = self.port, version = %self.version, "nats-server spawned");
+        self.child = Some(child);
+        let ready = self.wait_ready(log_start).await;
+        if ready.is_err() {
+            // Already failing: a kill error would hide the reason that matters.
+            let _ = self.kill();
+        }
+        ready
+    }
+
+    /// Polls until JetStream answers, the process exits, or `ready_timeout` passes.
+    async fn wait_ready(&mut self, log_start: u64) -> Result<(), NatsServerError> {
+        let deadline = Instant::now() + self.config.ready_timeout;
+        loop {
+            let exited = match self.child.as_mut() {
+                Some(child) => child.try_wait().map_err(NatsServerError::Process)?,
+                None => {
+                    return Err(NatsServerError::Process(std::io::Error::other(
+                        "not spawned",
+                    )))
+                }
+            };
+            if let Some(status) = exited {
+                self.child = None;
+                let log_tail = log_tail(&self.config.log_path(), log_start);
+                return Err(NatsServerError::Exited { status, log_tail });
+            }
+            if jetstream_ready(self.port).await {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let log_tail = log_tail(&self.config.log_path(), log_start);
+                return Err(NatsServerError::NotReady {
+                    timeout: self.config.ready_timeout,
+                    log_tail,
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Nothing to do about a failure while dropping; the process is gone or will be reparented.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Whether the server on `port` accepts a client and answers JetStream's account info without an error.
+/// Asks `$JS.API.INFO` directly: async-nats' `query_account` expects fields 2.9 does not send.
+async fn jetstream_ready(port: u16) -> bool {
+    // A bare TCP connect first: cheap while the server is still binding its port.
+    if tokio::net::TcpStream::connect((LOOPBACK, port))
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let connected = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_millis(500))
+        .connect(format!("nats://{LOOPBACK}:{port}"))
+        .await;
+    let Ok(client) = connected else {
+        return false;
+    };
+    let reply = tokio::time::timeout(
+        Duration::from_secs(1),
+        client.request("$JS.API.INFO", bytes::Bytes::new()),
+    )
+    .await;
+    let Ok(Ok(message)) = reply else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Value>(&message.payload)
+        .map(|info| info.get("error").is_none())
+        .unwrap_or(false)
+}
+
+/// The last lines the server wrote to `path` from `start` on, or a note saying why they are missing.
+fn log_tail(path: &Path, start: u64) -> String {
+    let mut bytes = Vec::new();
+    let read = File::open(path).and_then(|mut file| {
+        file.seek(SeekFrom::Start(start))?;
+        file.read_to_end(&mut bytes)
+    });
+    if let Err(err) = read {
+        return format!("(cannot read {}: {err})", path.display());
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    let from = lines.len().saturating_sub(LOG_TAIL_LINES);
+    lines[from..].join("\n")
+}

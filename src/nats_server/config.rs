@@ -1,0 +1,208 @@
+//! What a local `nats-server` is started with: its binary, store, port and durability, and the
+//! configuration file rendered from them.
+
+use std::env;
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{Durability, NatsServerError};
+
+/// The environment variable that names the `nats-server` binary to run.
+pub const NATS_SERVER_BIN_ENV: &str = "NATS_SERVER_BIN";
+
+/// Where Debian's `nats-server` package puts the binary.
+pub const DEBIAN_NATS_SERVER: &str = "/usr/sbin/nats-server";
+
+/// The only address the server listens on: it is a local server for this machine's processes.
+pub const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+/// The file, under the data dir, that the server's configuration is written to.
+pub const CONFIG_FILE: &str = "nats-server.conf";
+
+/// The file, under the data dir, that receives the server's stdout and stderr (appended across restarts).
+pub const LOG_FILE: &str = "nats-server.log";
+
+/// The directory, under the data dir, that holds JetStream's store.
+pub const STORE_DIR: &str = "jetstream";
+
+/// How to start a local `nats-server`. Build it with [`NatsServerConfig::new`] or
+/// [`NatsServerConfig::from_env`], then adjust the public fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsServerConfig {
+    /// The `nats-server` binary.
+    pub bin: PathBuf,
+    /// The server's directory: its config file, log and JetStream store live here. Created if missing.
+    pub data_dir: PathBuf,
+    /// The client port on 127.0.0.1; `0` picks a free one at start (and keeps it across restarts).
+    pub port: u16,
+    /// The fsync mode; [`Durability::SyncAlways`] needs a server >= 2.10.
+    pub durability: Durability,
+    /// JetStream's limit on memory-backed streams, in bytes.
+    pub max_memory_store: u64,
+    /// JetStream's limit on file-backed streams, in bytes.
+    pub max_file_store: u64,
+    /// How long a start may take before it is given up (the server is then killed).
+    pub ready_timeout: Duration,
+    /// How long a graceful stop may take after SIGTERM before the server is killed.
+    pub stop_timeout: Duration,
+    /// Start the server in a process group of its own, so that a Ctrl-C at the terminal reaches only
+    /// this process, which can then drain its clients before it stops the server. The price: if this
+    /// process is killed outright, the server outlives it. Off by default (tests want the server to go
+    /// down with the test process).
+    pub own_process_group: bool,
+}
+
+impl NatsServerConfig {
+    /// A config for `bin` storing under `data_dir`: free port, [`Durability::Default`], 256 MiB of
+    /// memory store, 8 GiB of file store, 10 s to start and to stop.
+    pub fn new(bin: impl Into<PathBuf>, data_dir: impl Into<PathBuf>) -> Self {
+        NatsServerConfig {
+            bin: bin.into(),
+            data_dir: data_dir.into(),
+            port: 0,
+            durability: Durability::Default,
+            max_memory_store: 256 * 1024 * 1024,
+            max_file_store: 8 * 1024 * 1024 * 1024,
+            ready_timeout: Duration::from_secs(10),
+            stop_timeout: Duration::from_secs(10),
+            own_process_group: false,
+        }
+    }
+
+    /// [`NatsServerConfig::new`] with the binary chosen by [`resolve_binary`].
+    pub fn from_env(data_dir: impl Into<PathBuf>) -> Result<Self, NatsServerError> {
+        Ok(NatsServerConfig::new(resolve_binary()?, data_dir))
+    }
+
+    /// Where the configuration file is written.
+    pub fn config_path(&self) -> PathBuf {
+        self.data_dir.join(CONFIG_FILE)
+    }
+
+    /// Where the server's output goes.
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir.join(LOG_FILE)
+    }
+
+    /// Where JetStream keeps its streams.
+    pub fn store_dir(&self) -> PathBuf {
+        self.data_dir.join(STORE_DIR)
+    }
+
+    /// The configuration file for a server listening on `port`. `sync_interval` appears only for
+    /// [`Durability::SyncAlways`], since 2.9 refuses the key. Fails on a store path that cannot be
+    /// written as a quoted string of the config language (not UTF-8, or holding `"`, `\` or a control
+    /// character).
+    pub fn render(&self, port: u16) -> Result<String, NatsServerError> {
+        let store_dir = self.store_dir();
+        let store =
+            quotable(&store_dir).ok_or(NatsServerError::UnsupportedPath(store_dir.clone()))?;
+        let mut text = String::new();
+        // Writing into a String cannot fail, hence the ignored fmt::Results below.
+        let _ = writeln!(
+            text,
+            "# Written by the orchestrator at each start; edits are overwritten."
+        );
+        let _ = writeln!(text, "listen: \"{LOOPBACK}:{port}\"");
+        let _ = writeln!(text, "jetstream {{");
+        let _ = writeln!(text, "  store_dir: \"{store}\"");
+        let _ = writeln!(text, "  max_memory_store: {}", self.max_memory_store);
+        let _ = writeln!(text, "  max_file_store: {}", self.max_file_store);
+        if self.durability == Durability::SyncAlways {
+            let _ = writeln!(text, "  sync_interval: always");
+        }
+        let _ = writeln!(text, "}}");
+        Ok(text)
+    }
+}
+
+/// The path as text fit for a double-quoted config string, if it is one.
+fn quotable(path: &Path) -> Option<&str> {
+    let text = path.to_str()?;
+    let plain = !text
+        .chars()
+        .any(|c| c == '"' || c == '\\' || c.is_control());
+    plain.then_some(text)
+}
+
+/// The `nats-server` binary to run: `$NATS_SERVER_BIN` if set (and not empty), else the first that
+/// exists of [`DEBIAN_NATS_SERVER`] and `nats-server` on `PATH`. Never picks by `PATH` order first,
+/// since two different server versions may be installed.
+pub fn resolve_binary() -> Result<PathBuf, NatsServerError> {
+    if let Some(bin) = env::var_os(NATS_SERVER_BIN_ENV).filter(|bin| !bin.is_empty()) {
+        return Ok(PathBuf::from(bin));
+    }
+    let debian = PathBuf::from(DEBIAN_NATS_SERVER);
+    if debian.is_file() {
+        return Ok(debian);
+    }
+    env::var_os("PATH")
+        .iter()
+        .flat_map(env::split_paths)
+        .map(|dir| dir.join("nats-server"))
+        .find(|candidate| candidate.is_file())
+        .ok_or(NatsServerError::BinaryNotFound)
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (bound, read, released). Another process may take it
+/// before the server binds it; [`super::NatsServer::start`] retries on a fresh port then.
+pub fn free_port() -> Result<u16, NatsServerError> {
+    let listener = TcpListener::bind((LOOPBACK, 0)).map_err(NatsServerError::FreePort)?;
+    let port = listener
+        .local_addr()
+        .map_err(NatsServerError::FreePort)?
+        .port();
+    Ok(port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(durability: Durability) -> NatsServerConfig {
+        NatsServerConfig {
+            durability,
+            ..NatsServerConfig::new("/usr/sbin/nats-server", "/var/lib/orchestrator/nats")
+        }
+    }
+
+    #[test]
+    fn default_durability_renders_no_sync_interval() {
+        let text = config(Durability::Default)
+            .render(4333)
+            .expect("plain path");
+        assert!(!text.contains("sync_interval"), "{text}");
+        assert!(text.contains("listen: \"127.0.0.1:4333\""), "{text}");
+        assert!(
+            text.contains("store_dir: \"/var/lib/orchestrator/nats/jetstream\""),
+            "{text}"
+        );
+        assert!(text.contains("max_file_store: 8589934592"), "{text}");
+    }
+
+    #[test]
+    fn sync_always_renders_sync_interval_inside_jetstream() {
+        let text = config(Durability::SyncAlways)
+            .render(4333)
+            .expect("plain path");
+        let jetstream = text.split("jetstream {").nth(1).expect("a jetstream block");
+        assert!(jetstream.contains("sync_interval: always"), "{text}");
+    }
+
+    #[test]
+    fn refuses_a_store_path_it_cannot_quote() {
+        let mut config = config(Durability::Default);
+        config.data_dir = PathBuf::from("/tmp/with\"quote");
+        assert!(matches!(
+            config.render(1),
+            Err(NatsServerError::UnsupportedPath(_))
+        ));
+    }
+
+    #[test]
+    fn free_port_is_not_zero() {
+        assert_ne!(free_port().expect("loopback can bind"), 0);
+    }
+}
