@@ -12,11 +12,16 @@
 //! - [`projections`]: sled read models rebuilt from the log, with read-your-writes.
 //! - [`http`]: the HTTP bridge the frontend uses.
 //! - [`cli`]: the `orchestrator` binary's subcommands.
+//! - [`serve`]: `orchestrator serve`: the roles in one process, with an embedded, supervised NATS.
 //! - [`bench`]: the benchmark that compares the orchestrator with raw NATS in the same run.
 
+pub mod admin;
+pub mod cli;
 pub mod client;
 pub mod domain;
+pub mod http;
 pub mod log;
 pub mod nats_server;
 pub mod projections;
+pub mod serve;
 pub mod writer;

@@ -1,0 +1,174 @@
+//! How the CLI shows and parses times, durations, labels, actors and events.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use orchestrator_events::ids::{LabelKey, LabelValue};
+use orchestrator_events::{Actor, ActorKind, Event, Labels, Placement, PlacementReason, Timestamp};
+
+/// A point in the log: a stream sequence or a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Point {
+    /// A stream sequence.
+    Seq(u64),
+    /// Milliseconds since the Unix epoch.
+    Time(Timestamp),
+}
+
+/// Parses a sequence (digits) or an RFC 3339 time (`2026-01-02T10:00:00Z`, or without the `T` and
+/// the zone, read as UTC).
+pub fn parse_point(s: &str) -> Result<Point, String> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse()
+            .map(Point::Seq)
+            .map_err(|e| format!("sequence {s:?}: {e}"));
+    }
+    parse_time(s).map(Point::Time)
+}
+
+/// Parses an RFC 3339 time into milliseconds since the Unix epoch.
+pub fn parse_time(s: &str) -> Result<Timestamp, String> {
+    let t = humantime::parse_rfc3339_weak(s)
+        .map_err(|e| format!("{s:?} is neither a sequence nor an RFC 3339 time: {e}"))?;
+    let ms = t
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| format!("{s:?} is before 1970"))?
+        .as_millis();
+    Timestamp::try_from(ms).map_err(|_| format!("{s:?} is too far in the future"))
+}
+
+/// An event time as RFC 3339 with milliseconds, UTC.
+pub fn time(ms: Timestamp) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Now, in milliseconds since the Unix epoch.
+pub fn now_ms() -> Timestamp {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| Timestamp::try_from(d.as_millis()).unwrap_or(Timestamp::MAX))
+        .unwrap_or(0)
+}
+
+/// A duration in milliseconds, for humans: `1m 2s 30ms`.
+pub fn duration(ms: i64) -> String {
+    if ms <= 0 {
+        return "0s".to_owned();
+    }
+    humantime::format_duration(Duration::from_millis(ms.unsigned_abs())).to_string()
+}
+
+/// Labels as `k=v,k2=v2`, or `-` when there are none.
+pub fn labels(labels: &Labels) -> String {
+    if labels.is_empty() {
+        return "-".to_owned();
+    }
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Parses `key=value` into a label.
+pub fn parse_label(s: &str) -> Result<(LabelKey, LabelValue), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not key=value"))?;
+    let k = LabelKey::parse(k).map_err(|e| e.to_string())?;
+    let v = LabelValue::parse(v).map_err(|e| e.to_string())?;
+    Ok((k, v))
+}
+
+/// Parses `kind:id`, kind one of `user`, `operator`, `service`, `system`.
+pub fn parse_actor(s: &str) -> Result<Actor, String> {
+    let (kind, id) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not kind:id (e.g. operator:alice)"))?;
+    if id.is_empty() {
+        return Err(format!("{s:?} has an empty id"));
+    }
+    let kind = match kind {
+        "user" => ActorKind::User,
+        "operator" => ActorKind::Operator,
+        "service" => ActorKind::Service,
+        "system" => ActorKind::System,
+        other => {
+            return Err(format!(
+                "actor kind {other:?}: expected user, operator, service or system"
+            ))
+        }
+    };
+    Ok(Actor {
+        kind,
+        id: id.to_owned(),
+    })
+}
+
+/// Why a VM was chosen, in a phrase.
+pub fn placement(p: &Placement) -> String {
+    let tie = |tied: u32| {
+        if tied > 1 {
+            format!(", lowest id among {tied} tied")
+        } else {
+            String::new()
+        }
+    };
+    let why = match p.reason {
+        PlacementReason::Requested => "named by the command".to_owned(),
+        PlacementReason::FullestWithRoom { tied } => format!("fullest VM with room{}", tie(tied)),
+        PlacementReason::EmptiestWithRoom { tied } => format!("emptiest VM with room{}", tie(tied)),
+    };
+    format!(
+        "policy {}: {why}; {} eligible of {} candidates; load {}/{} before",
+        p.policy.as_str(),
+        p.eligible,
+        p.candidates,
+        p.load_before,
+        p.capacity
+    )
+}
+
+/// What an event says, in a line (without its type).
+pub fn details(event: &Event) -> String {
+    match event {
+        Event::SessionStarted {
+            session_id,
+            user_id,
+            game_id,
+            requirements,
+        } => {
+            let mut s = format!("session {session_id}: user {user_id}, game {game_id}");
+            if !requirements.is_empty() {
+                s.push_str(&format!(", requires {}", labels(requirements)));
+            }
+            s
+        }
+        Event::SessionAssigned {
+            session_id,
+            vm_id,
+            placement: p,
+        } => format!("session {session_id} on VM {vm_id} ({})", placement(p)),
+        Event::SessionPaused { session_id } | Event::SessionResumed { session_id } => {
+            format!("session {session_id}")
+        }
+        Event::SessionEnded {
+            session_id,
+            reason,
+            vm_id,
+        } => {
+            let on = vm_id
+                .as_ref()
+                .map(|vm| format!(", VM {vm} freed"))
+                .unwrap_or_else(|| ", never placed".to_owned());
+            format!("session {session_id}: reason {}{on}", reason.as_str())
+        }
+        Event::VmRegistered {
+            vm_id,
+            capacity,
+            labels: l,
+        } => format!("VM {vm_id}: capacity {capacity}, labels {}", labels(l)),
+        Event::VmDrained { vm_id } | Event::VmRetired { vm_id } => format!("VM {vm_id}"),
+    }
+}

@@ -1,0 +1,129 @@
+//! `orchestrator rebuild`: clears the projections of a data dir and rebuilds them from the whole log,
+//! with a progress bar. Refuses while a running `serve` holds the store.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use orchestrator_events::CellId;
+
+use super::{connect, CliError};
+use crate::log::Reader;
+use crate::nats_server::{resolve_binary, Durability, NatsServer, NatsServerConfig, STORE_DIR};
+use crate::projections::{projector, ProjectionError, Projections};
+use crate::serve::DEFAULT_EMBEDDED_PORT;
+
+/// `rebuild`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = "\
+Without --nats-url, rebuild reads from nats://127.0.0.1:<nats-port>; when nothing answers there and \
+the data dir holds an embedded server's store (`serve` is stopped), it starts that server on a free \
+port for the rebuild and stops it after.")]
+pub struct RebuildArgs {
+    /// The data dir whose `projections/` to rebuild.
+    #[arg(long, env = "ORCH_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// The NATS server holding the log.
+    #[arg(long, env = "ORCH_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// The embedded server's port, tried when no --nats-url is given.
+    #[arg(long, env = "ORCH_NATS_PORT", default_value_t = DEFAULT_EMBEDDED_PORT)]
+    pub nats_port: u16,
+    /// The cell.
+    #[arg(long, env = "ORCH_CELL", default_value = "default")]
+    pub cell: CellId,
+    /// How long to wait for NATS.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Opens NATS: the URL given, the embedded port, or the data dir's own server started for the
+/// rebuild (returned so that it lives until the end).
+async fn open_nats(
+    args: &RebuildArgs,
+) -> Result<(async_nats::Client, Option<NatsServer>), CliError> {
+    if let Some(url) = &args.nats_url {
+        return Ok((connect(url, "rebuild", args.timeout).await?, None));
+    }
+    let url = format!("nats://127.0.0.1:{}", args.nats_port);
+    let nats_dir = args.data_dir.join("nats");
+    match connect(&url, "rebuild", args.timeout).await {
+        Ok(client) => return Ok((client, None)),
+        Err(e) if !nats_dir.join(STORE_DIR).is_dir() => return Err(e),
+        Err(_) => {}
+    }
+    let bin = resolve_binary().map_err(|e| CliError::Failed(e.to_string()))?;
+    let config = NatsServerConfig {
+        // Reads only: the fsync mode does not matter, and `default` runs on every version.
+        durability: Durability::Default,
+        ..NatsServerConfig::new(bin, nats_dir)
+    };
+    let server = NatsServer::start(config)
+        .await
+        .map_err(|e| CliError::Failed(format!("starting the data dir's nats-server: {e}")))?;
+    eprintln!(
+        "nothing answers at {url}: started the data dir's nats-server {} at {} for the rebuild",
+        server.version(),
+        server.url()
+    );
+    let client = connect(&server.url(), "rebuild", args.timeout).await?;
+    Ok((client, Some(server)))
+}
+
+/// Rebuilds.
+pub async fn run(args: RebuildArgs) -> Result<(), CliError> {
+    let dir = args.data_dir.join("projections");
+    let (store, opened) = Projections::open(&dir).map_err(|e| match e {
+        ProjectionError::Locked { path } => CliError::Failed(format!(
+            "the projection store {path} is in use by another process, most likely a running \
+             `orchestrator serve`: stop it first (serve itself rebuilds a store whose version changed)"
+        )),
+        other => CliError::Failed(other.to_string()),
+    })?;
+    tracing::info!(outcome = ?opened, path = %dir.display(), "projection store opened");
+    let (client, mut server) = open_nats(&args).await?;
+    let outcome = rebuild(&client, &args.cell, &store).await;
+    // Best effort: everything was read.
+    let _ = client.drain().await;
+    if let Some(server) = server.as_mut() {
+        if let Err(e) = server.stop().await {
+            tracing::warn!(error = %e, "stopping the data dir's nats-server");
+        }
+    }
+    let applied = outcome?;
+    println!(
+        "rebuilt {} from {applied} events: checkpoint {}",
+        dir.display(),
+        store.checkpoint()
+    );
+    Ok(())
+}
+
+async fn rebuild(
+    client: &async_nats::Client,
+    cell: &CellId,
+    store: &Projections,
+) -> Result<u64, CliError> {
+    let reader = Reader::new(async_nats::jetstream::new(client.clone()), cell.clone()).await?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} rebuilding [{bar:40}] {pos}/{len} events ({per_sec}, {eta} left)",
+        )
+        // The template is a constant known to parse.
+        .expect("a valid progress template")
+        .progress_chars("=> "),
+    );
+    let applied = projector::rebuild(&reader, store, |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })
+    .await
+    .map_err(|e| match e {
+        ProjectionError::Log(reason) => CliError::Unavailable(format!("reading the log: {reason}")),
+        other => CliError::Failed(other.to_string()),
+    });
+    bar.finish_and_clear();
+    applied
+}

@@ -1,0 +1,146 @@
+//! `orchestrator serve`: its flags, turned into a [`ServeConfig`] for [`crate::serve::run`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use orchestrator_events::CellId;
+use tokio_util::sync::CancellationToken;
+
+use super::CliError;
+use crate::domain::DomainConfig;
+use crate::log::DEFAULT_LEASE_TTL;
+use crate::nats_server::Durability;
+use crate::serve::{NatsMode, Roles, ServeConfig, DEFAULT_EMBEDDED_PORT};
+
+/// A role `serve` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// The cell's writer: decides commands and appends events (standby until it holds the lease).
+    Writer,
+    /// The projector: follows the log into `<data-dir>/projections` and answers `verify`.
+    Projector,
+    /// The HTTP bridge (runs a projector too, since it reads the projections).
+    Bridge,
+    /// Every role (the default).
+    All,
+}
+
+/// `serve`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = "\
+Without --nats-url, serve starts its own nats-server (JetStream, loopback only, store under \
+<data-dir>/nats) on 127.0.0.1:4333 (--nats-port), restarts it if it dies and stops it on exit. The \
+other subcommands connect to nats://127.0.0.1:4333 by default. The binary is --nats-server-bin, \
+$NATS_SERVER_BIN, /usr/sbin/nats-server or nats-server on PATH.
+
+Durability of the embedded server: `always` fsyncs every event before its command is acknowledged \
+(survives a power loss; needs nats-server >= 2.10, the default there); `default` leaves fsync to \
+JetStream's schedule (every 2 minutes, 60 s on 2.9: survives a process crash, not a power loss; the \
+default on 2.9).")]
+pub struct ServeArgs {
+    /// The roles to run (repeatable, or a comma list). Default: all.
+    #[arg(long = "role", value_enum, value_delimiter = ',')]
+    pub roles: Vec<Role>,
+    /// A NATS server to use. Absent: start and supervise an embedded nats-server.
+    #[arg(long, env = "ORCH_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// The embedded server's client port on 127.0.0.1.
+    #[arg(long, env = "ORCH_NATS_PORT", default_value_t = DEFAULT_EMBEDDED_PORT)]
+    pub nats_port: u16,
+    /// The embedded server's fsync mode: `always` or `default`. Default: `always` on nats-server
+    /// >= 2.10, else `default`.
+    #[arg(long, env = "ORCH_DURABILITY", value_name = "always|default")]
+    pub durability: Option<Durability>,
+    /// The nats-server binary for the embedded server.
+    #[arg(long, env = "NATS_SERVER_BIN")]
+    pub nats_server_bin: Option<PathBuf>,
+    /// Where writer snapshots, projections and the embedded server's store live.
+    #[arg(long, env = "ORCH_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// The cell: a pool of VMs with its own writer and stream.
+    #[arg(long, env = "ORCH_CELL", default_value = "default")]
+    pub cell: CellId,
+    /// Copies of the stream in a NATS cluster (1 on one machine, 3 in production).
+    #[arg(long, env = "ORCH_REPLICAS", default_value_t = 1)]
+    pub replicas: usize,
+    /// Sessions (not ended) a user may have at once.
+    #[arg(long, env = "ORCH_MAX_SESSIONS_PER_USER", default_value_t = 2)]
+    pub max_sessions_per_user: u32,
+    /// How long a command id is remembered for idempotent retries (event time).
+    #[arg(long, env = "ORCH_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub idempotency_window: Duration,
+    /// The writer lease's time to live: a standby takes over within about this long.
+    #[arg(long, env = "ORCH_LEASE_TTL", default_value_t = DEFAULT_LEASE_TTL.into())]
+    pub lease_ttl: humantime::Duration,
+    /// Where the HTTP bridge listens.
+    #[arg(long, env = "ORCH_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+}
+
+impl ServeArgs {
+    /// The roles asked for.
+    pub fn roles(&self) -> Roles {
+        if self.roles.is_empty() || self.roles.contains(&Role::All) {
+            return Roles::ALL;
+        }
+        Roles {
+            writer: self.roles.contains(&Role::Writer),
+            projector: self.roles.contains(&Role::Projector),
+            bridge: self.roles.contains(&Role::Bridge),
+        }
+    }
+
+    /// The configuration `serve` runs with.
+    pub fn config(&self) -> Result<ServeConfig, CliError> {
+        let lease_ttl: Duration = self.lease_ttl.into();
+        if lease_ttl < Duration::from_millis(100) {
+            return Err(CliError::Invalid(
+                "--lease-ttl must be at least 100ms".into(),
+            ));
+        }
+        if self.replicas == 0 {
+            return Err(CliError::Invalid("--replicas must be at least 1".into()));
+        }
+        let window = i64::try_from(self.idempotency_window.as_millis())
+            .map_err(|_| CliError::Invalid("--idempotency-window is too long".into()))?;
+        let nats = match &self.nats_url {
+            Some(url) => {
+                if self.durability.is_some() {
+                    tracing::warn!(
+                        "--durability applies to the embedded server only: ignored with --nats-url"
+                    );
+                }
+                NatsMode::External { url: url.clone() }
+            }
+            None => NatsMode::Embedded {
+                bin: self.nats_server_bin.clone(),
+                port: self.nats_port,
+                durability: self.durability,
+            },
+        };
+        Ok(ServeConfig {
+            nats,
+            data_dir: self.data_dir.clone(),
+            cell: self.cell.clone(),
+            replicas: self.replicas,
+            roles: self.roles(),
+            domain: DomainConfig {
+                max_sessions_per_user: self.max_sessions_per_user,
+                idempotency_window_ms: window,
+                ..DomainConfig::default()
+            },
+            lease_ttl,
+            listen: self.listen,
+        })
+    }
+}
+
+/// Runs `serve` until `shutdown`.
+pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> Result<(), CliError> {
+    let config = args.config()?;
+    crate::serve::run(config, shutdown)
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))
+}

@@ -1,0 +1,117 @@
+//! `orchestrator tail`: prints events as they are appended, one line each (or one JSON envelope with
+//! its sequence per line), until Ctrl-C or `--count` events.
+
+use clap::Args;
+use futures::StreamExt;
+use orchestrator_events::Envelope;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::format::{self, Point};
+use super::{CliError, NatsArgs};
+use crate::log::StoredEvent;
+
+/// Where `tail` starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum From {
+    /// The first event.
+    Start,
+    /// The next event appended.
+    Now,
+    /// A sequence or a time.
+    At(Point),
+}
+
+fn parse_from(s: &str) -> Result<From, String> {
+    match s {
+        "start" => Ok(From::Start),
+        "now" => Ok(From::Now),
+        other => format::parse_point(other).map(From::At),
+    }
+}
+
+/// `tail`.
+#[derive(Debug, Clone, Args)]
+pub struct TailArgs {
+    /// Where to start: `start`, `now`, a sequence, or an RFC 3339 time (events stored at or after it).
+    #[arg(long, default_value = "now", value_name = "start|now|SEQ|TIME", value_parser = parse_from)]
+    pub from: From,
+    /// Stop after this many events.
+    #[arg(long)]
+    pub count: Option<u64>,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// One JSON object per line: the envelope with its `seq` and `stored_at`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One line of `tail --json`.
+#[derive(Debug, Serialize)]
+struct Line<'a> {
+    seq: u64,
+    stored_at: i64,
+    #[serde(rename = "type")]
+    event_type: &'static str,
+    #[serde(flatten)]
+    envelope: &'a Envelope,
+}
+
+fn print(ev: &StoredEvent, json: bool) {
+    let env = &ev.envelope;
+    if json {
+        let line = Line {
+            seq: ev.seq,
+            stored_at: ev.stored_at,
+            event_type: env.event.event_type().as_str(),
+            envelope: env,
+        };
+        // Plain data: JSON encoding cannot fail.
+        println!(
+            "{}",
+            serde_json::to_string(&line).expect("an envelope always encodes")
+        );
+    } else {
+        println!(
+            "{:<6} {:<24} {:<16} {:<20} {}",
+            ev.seq,
+            format::time(env.occurred_at),
+            env.event.event_type().as_str(),
+            env.actor.to_string(),
+            format::details(&env.event)
+        );
+    }
+}
+
+/// Follows the log until `shutdown` or `--count`.
+pub async fn run(args: TailArgs, shutdown: CancellationToken) -> Result<(), CliError> {
+    let (client, reader) = args.nats.reader("tail").await?;
+    let mut events = match args.from {
+        From::Start => reader.read_from(1).await?,
+        From::Now => reader.read_from(reader.last_seq().await? + 1).await?,
+        From::At(Point::Seq(seq)) => reader.read_from(seq).await?,
+        From::At(Point::Time(t)) => reader.read_from_time(t).await?,
+    };
+    let mut printed = 0u64;
+    let outcome = loop {
+        if args.count.is_some_and(|n| printed >= n) {
+            break Ok(());
+        }
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            next = events.next() => next,
+        };
+        match next {
+            Some(Ok(ev)) => {
+                print(&ev, args.json);
+                printed += 1;
+            }
+            Some(Err(e)) => break Err(e.into()),
+            None => break Err(CliError::Unavailable("the log stream ended".into())),
+        }
+    };
+    drop(events);
+    // Best effort: nothing is left to send.
+    let _ = client.drain().await;
+    outcome
+}
