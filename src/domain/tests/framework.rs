@@ -16,9 +16,7 @@ use orchestrator_events::{
     PlacementReason, SessionId, Timestamp, UserId, VmId,
 };
 
-use crate::domain::command::{
-    AssignVm, EndSession, RegisterVm, SessionRef, StartSession, VmRef,
-};
+use crate::domain::command::{AssignVm, EndSession, RegisterVm, SessionRef, StartSession, VmRef};
 use crate::domain::{
     evolve, handle, invariants, Command, CommandMeta, Decision, DomainConfig, Rejection, State,
 };
@@ -179,13 +177,7 @@ impl Log {
 
     /// Folds an event in at time `at`, after checking it is a legal transition; returns its sequence.
     #[track_caller]
-    pub fn append(
-        &mut self,
-        command_id: &str,
-        digest: u64,
-        at: Timestamp,
-        event: Event,
-    ) -> u64 {
+    pub fn append(&mut self, command_id: &str, digest: u64, at: Timestamp, event: Event) -> u64 {
         if let Err(v) = invariants::check_transition(&self.state, &event) {
             panic!("illegal event {event:?}: {v}");
         }
@@ -300,7 +292,8 @@ impl Then {
                     Actor::system("test"),
                     e.clone(),
                 );
-                evolve(&mut after, after.last_seq + 1, &env);
+                let seq = after.last_seq + 1;
+                evolve(&mut after, seq, &env);
                 invariants::check(&after)
                     .map_err(|v| format!("invariant broken after {e:?}: {v}"))?;
                 Ok(Expect::Event(e.clone()))
@@ -317,7 +310,12 @@ impl Then {
 
     #[track_caller]
     pub fn then_rejected(self, code: &'static str) -> Rejection {
-        assert_eq!(self.outcome(), Ok(Expect::Rejected(code)), "{:?}", self.result);
+        assert_eq!(
+            self.outcome(),
+            Ok(Expect::Rejected(code)),
+            "{:?}",
+            self.result
+        );
         self.result.expect_err("checked above")
     }
 }

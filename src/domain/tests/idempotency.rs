@@ -99,10 +99,7 @@ fn the_window_forgets_after_a_day_of_event_time() {
         "session_not_found"
     );
     // Reused after the window, the id is remembered again from its new event on.
-    let seq = match log
-        .submit("c-start", T0 + 3 + DAY, &pause("s1"))
-        .unwrap()
-    {
+    let seq = match log.submit("c-start", T0 + 3 + DAY, &pause("s1")).unwrap() {
         Decision::Append(_) => log.state.last_seq,
         other => panic!("decided again, got {other:?}"),
     };

@@ -41,7 +41,17 @@ fn a_valid_state_passes() {
 #[test]
 fn state_corruptions_are_caught() {
     let v = broken(|s| s.vms.get_mut(&vid("vm-1")).unwrap().used = 1);
-    assert!(matches!(v, Violation::UsedMismatch { used: 1, counted: 2, .. }), "{v}");
+    assert!(
+        matches!(
+            v,
+            Violation::UsedMismatch {
+                used: 1,
+                counted: 2,
+                ..
+            }
+        ),
+        "{v}"
+    );
     assert_eq!(
         v.to_string(),
         "VM vm-1 counts 1 sessions but 2 active or paused sessions are on it"
@@ -74,21 +84,42 @@ fn state_corruptions_are_caught() {
 
     let v = broken(|s| *s.live_by_user.get_mut(&uid("u2")).unwrap() = 2);
     assert!(
-        matches!(v, Violation::LiveCountMismatch { recorded: 2, counted: 1, .. }),
+        matches!(
+            v,
+            Violation::LiveCountMismatch {
+                recorded: 2,
+                counted: 1,
+                ..
+            }
+        ),
         "{v}"
     );
     let v = broken(|s| {
         s.live_by_user.remove(&uid("u2"));
     });
     assert!(
-        matches!(v, Violation::LiveCountMismatch { recorded: 0, counted: 1, .. }),
+        matches!(
+            v,
+            Violation::LiveCountMismatch {
+                recorded: 0,
+                counted: 1,
+                ..
+            }
+        ),
         "{v}"
     );
     let v = broken(|s| {
         s.live_by_user.insert(uid("u9"), 0);
     });
     assert!(
-        matches!(v, Violation::LiveCountMismatch { recorded: 0, counted: 0, .. }),
+        matches!(
+            v,
+            Violation::LiveCountMismatch {
+                recorded: 0,
+                counted: 0,
+                ..
+            }
+        ),
         "{v}"
     );
 }
@@ -115,11 +146,26 @@ fn illegal_events_are_caught() {
         assert_eq!(check_transition(&s, &e), Ok(()), "{e:?}");
     }
 
-    assert!(matches!(is(started("s1", "u1", &[])), Some(Violation::AlreadyExists { .. })));
-    assert!(matches!(is(assigned("s9", "vm-2")), Some(Violation::UnknownSession { .. })));
-    assert!(matches!(is(assigned("s1", "vm-2")), Some(Violation::InvalidTransition { .. })));
-    assert!(matches!(is(assigned("s3", "vm-9")), Some(Violation::UnknownVm { .. })));
-    assert!(matches!(is(assigned("s3", "vm-1")), Some(Violation::AssignedToFullVm { .. })));
+    assert!(matches!(
+        is(started("s1", "u1", &[])),
+        Some(Violation::AlreadyExists { .. })
+    ));
+    assert!(matches!(
+        is(assigned("s9", "vm-2")),
+        Some(Violation::UnknownSession { .. })
+    ));
+    assert!(matches!(
+        is(assigned("s1", "vm-2")),
+        Some(Violation::InvalidTransition { .. })
+    ));
+    assert!(matches!(
+        is(assigned("s3", "vm-9")),
+        Some(Violation::UnknownVm { .. })
+    ));
+    assert!(matches!(
+        is(assigned("s3", "vm-1")),
+        Some(Violation::AssignedToFullVm { .. })
+    ));
     assert!(matches!(
         check_transition(&drained_vm1, &assigned("s3", "vm-1")),
         Err(Violation::AssignedToUnavailableVm { .. })
@@ -130,19 +176,46 @@ fn illegal_events_are_caught() {
         check_transition(&eu_only, &assigned("s3", "vm-2")),
         Err(Violation::RequirementsNotMet { .. })
     ));
-    assert!(matches!(is(paused("s2")), Some(Violation::InvalidTransition { .. })));
-    assert!(matches!(is(paused("s3")), Some(Violation::InvalidTransition { .. })));
-    assert!(matches!(is(resumed("s1")), Some(Violation::InvalidTransition { .. })));
-    assert!(matches!(is(ended("s1", None)), Some(Violation::EndedOnOtherVm { .. })));
-    assert!(matches!(is(ended("s3", Some("vm-1"))), Some(Violation::EndedOnOtherVm { .. })));
-    assert!(matches!(is(vm_registered("vm-1", 2, &[])), Some(Violation::AlreadyExists { .. })));
-    assert!(matches!(is(vm_registered("vm-3", 0, &[])), Some(Violation::BadCapacity { .. })));
-    assert!(matches!(is(drained("vm-9")), Some(Violation::UnknownVm { .. })));
+    assert!(matches!(
+        is(paused("s2")),
+        Some(Violation::InvalidTransition { .. })
+    ));
+    assert!(matches!(
+        is(paused("s3")),
+        Some(Violation::InvalidTransition { .. })
+    ));
+    assert!(matches!(
+        is(resumed("s1")),
+        Some(Violation::InvalidTransition { .. })
+    ));
+    assert!(matches!(
+        is(ended("s1", None)),
+        Some(Violation::EndedOnOtherVm { .. })
+    ));
+    assert!(matches!(
+        is(ended("s3", Some("vm-1"))),
+        Some(Violation::EndedOnOtherVm { .. })
+    ));
+    assert!(matches!(
+        is(vm_registered("vm-1", 2, &[])),
+        Some(Violation::AlreadyExists { .. })
+    ));
+    assert!(matches!(
+        is(vm_registered("vm-3", 0, &[])),
+        Some(Violation::BadCapacity { .. })
+    ));
+    assert!(matches!(
+        is(drained("vm-9")),
+        Some(Violation::UnknownVm { .. })
+    ));
     assert!(matches!(
         check_transition(&drained_vm1, &drained("vm-1")),
         Err(Violation::InvalidTransition { .. })
     ));
-    assert!(matches!(is(retired("vm-1")), Some(Violation::RetiredWithSessions { used: 2, .. })));
+    assert!(matches!(
+        is(retired("vm-1")),
+        Some(Violation::RetiredWithSessions { used: 2, .. })
+    ));
 
     // Nothing happens to an ended session.
     for e in [

@@ -132,7 +132,10 @@ fn labels_must_all_match_with_their_values() {
     let vms = pool(vec![
         ("vm-a", vm(4, 3, &[("region", "eu")])), // lacks gpu
         ("vm-b", vm(4, 2, &[("region", "us"), ("gpu", "a10")])), // wrong region
-        ("vm-c", vm(4, 0, &[("region", "eu"), ("gpu", "a10"), ("disk", "ssd")])), // extra label: fine
+        (
+            "vm-c",
+            vm(4, 0, &[("region", "eu"), ("gpu", "a10"), ("disk", "ssd")]),
+        ), // extra label: fine
         ("vm-d", vm(4, 1, &[("region", "eu"), ("gpu", "a10")])),
     ]);
     let want = labels(&[("region", "eu"), ("gpu", "a10")]);

@@ -19,7 +19,11 @@ const STATES: [S; 5] = [S::None, S::Starting, S::Active, S::Paused, S::Ended];
 
 /// One VM `vm-1` (capacity 2, region eu) and session `s1` of user `u1`, requiring region eu, in `s`.
 fn history(s: S) -> Vec<Event> {
-    let mut h = vec![vm_registered("vm-1", 2, &[("region", "eu"), ("gpu", "a10")])];
+    let mut h = vec![vm_registered(
+        "vm-1",
+        2,
+        &[("region", "eu"), ("gpu", "a10")],
+    )];
     if s == S::None {
         return h;
     }
@@ -101,8 +105,14 @@ fn commands() -> Vec<(&'static str, Command)> {
         ("start", start(Some("s1"), "u1", &[("region", "eu")])),
         ("assign explicit", assign_to("s1", "vm-1")),
         ("assign default policy", assign_by("s1", None)),
-        ("assign packed", assign_by("s1", Some(PlacementPolicy::Packed))),
-        ("assign spread", assign_by("s1", Some(PlacementPolicy::Spread))),
+        (
+            "assign packed",
+            assign_by("s1", Some(PlacementPolicy::Packed)),
+        ),
+        (
+            "assign spread",
+            assign_by("s1", Some(PlacementPolicy::Spread)),
+        ),
         ("pause", pause("s1")),
         ("resume", resume("s1")),
         ("end", end("s1", EndReason::User)),

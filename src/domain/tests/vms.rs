@@ -137,7 +137,12 @@ fn refusals_and_limits() {
     let two_live = vec![started("s1", "u1", &[]), started("s2", "u1", &[])];
     let rows = vec![
         // Explicit placement the VM refuses.
-        row("assign to a full VM", full_vm(), assign_to("s2", "vm-1"), rejected("vm_full")),
+        row(
+            "assign to a full VM",
+            full_vm(),
+            assign_to("s2", "vm-1"),
+            rejected("vm_full"),
+        ),
         row(
             "a paused session keeps its slot",
             with(full_vm(), vec![paused("s1")]),
@@ -163,7 +168,10 @@ fn refusals_and_limits() {
         ),
         row(
             "assign to a VM lacking labels",
-            vec![vm_registered("vm-1", 2, &[("region", "us")]), started("s2", "u2", &[("region", "eu")])],
+            vec![
+                vm_registered("vm-1", 2, &[("region", "us")]),
+                started("s2", "u2", &[("region", "eu")]),
+            ],
             assign_to("s2", "vm-1"),
             rejected("requirements_not_met"),
         ),
@@ -180,22 +188,44 @@ fn refusals_and_limits() {
             rejected("session_not_found"),
         ),
         // Policy placement with nowhere to go.
-        row("no VM at all", vec![started("s2", "u2", &[])], assign_by("s2", None), rejected("no_capacity")),
-        row("every VM full", full_vm(), assign_by("s2", None), rejected("no_capacity")),
+        row(
+            "no VM at all",
+            vec![started("s2", "u2", &[])],
+            assign_by("s2", None),
+            rejected("no_capacity"),
+        ),
+        row(
+            "every VM full",
+            full_vm(),
+            assign_by("s2", None),
+            rejected("no_capacity"),
+        ),
         row(
             "only a draining VM",
-            vec![vm_registered("vm-1", 2, &[]), drained("vm-1"), started("s2", "u2", &[])],
+            vec![
+                vm_registered("vm-1", 2, &[]),
+                drained("vm-1"),
+                started("s2", "u2", &[]),
+            ],
             assign_by("s2", Some(PlacementPolicy::Spread)),
             rejected("no_capacity"),
         ),
         row(
             "no VM with the labels",
-            vec![vm_registered("vm-1", 2, &[("region", "us")]), started("s2", "u2", &[("region", "eu")])],
+            vec![
+                vm_registered("vm-1", 2, &[("region", "us")]),
+                started("s2", "u2", &[("region", "eu")]),
+            ],
             assign_by("s2", None),
             rejected("no_capacity"),
         ),
         // The user quota (default 2 live sessions).
-        row("a third live session", two_live.clone(), start(Some("s3"), "u1", &[]), rejected("user_quota_exceeded")),
+        row(
+            "a third live session",
+            two_live.clone(),
+            start(Some("s3"), "u1", &[]),
+            rejected("user_quota_exceeded"),
+        ),
         row(
             "active and paused sessions count",
             vec![
@@ -215,7 +245,12 @@ fn refusals_and_limits() {
             start(Some("s3"), "u1", &[]),
             ok(started("s3", "u1", &[])),
         ),
-        row("the quota is per user", two_live.clone(), start(Some("s3"), "u2", &[]), ok(started("s3", "u2", &[]))),
+        row(
+            "the quota is per user",
+            two_live.clone(),
+            start(Some("s3"), "u2", &[]),
+            ok(started("s3", "u2", &[])),
+        ),
         row(
             "quota is checked after the id",
             two_live.clone(),
@@ -242,9 +277,24 @@ fn refusals_and_limits() {
             rejected("already_exists"),
         ),
         // Arguments.
-        row("capacity 0", vec![], register("vm-1", 0, &[]), rejected("invalid_argument")),
-        row("capacity over the maximum", vec![], register("vm-1", 1025, &[]), rejected("invalid_argument")),
-        row("capacity at the maximum", vec![], register("vm-1", 1024, &[]), ok(vm_registered("vm-1", 1024, &[]))),
+        row(
+            "capacity 0",
+            vec![],
+            register("vm-1", 0, &[]),
+            rejected("invalid_argument"),
+        ),
+        row(
+            "capacity over the maximum",
+            vec![],
+            register("vm-1", 1025, &[]),
+            rejected("invalid_argument"),
+        ),
+        row(
+            "capacity at the maximum",
+            vec![],
+            register("vm-1", 1024, &[]),
+            ok(vm_registered("vm-1", 1024, &[])),
+        ),
         row(
             "arguments are checked before the state",
             vec![vm_registered("vm-1", 2, &[])],
@@ -254,14 +304,26 @@ fn refusals_and_limits() {
         row(
             "too many labels",
             vec![],
-            Command::RegisterVm(RegisterVm { vm_id: vid("vm-1"), capacity: 2, labels: n_labels(MAX_LABELS + 1) }),
+            Command::RegisterVm(RegisterVm {
+                vm_id: vid("vm-1"),
+                capacity: 2,
+                labels: n_labels(MAX_LABELS + 1),
+            }),
             rejected("invalid_argument"),
         ),
         row(
             "as many labels as allowed",
             vec![],
-            Command::RegisterVm(RegisterVm { vm_id: vid("vm-1"), capacity: 2, labels: n_labels(MAX_LABELS) }),
-            ok(Event::VmRegistered { vm_id: vid("vm-1"), capacity: 2, labels: n_labels(MAX_LABELS) }),
+            Command::RegisterVm(RegisterVm {
+                vm_id: vid("vm-1"),
+                capacity: 2,
+                labels: n_labels(MAX_LABELS),
+            }),
+            ok(Event::VmRegistered {
+                vm_id: vid("vm-1"),
+                capacity: 2,
+                labels: n_labels(MAX_LABELS),
+            }),
         ),
         row(
             "too many requirements",
@@ -298,7 +360,11 @@ fn refusals_and_limits() {
 fn requirements_not_met_names_the_missing_labels() {
     let r = given(vec![
         vm_registered("vm-1", 2, &[("region", "eu"), ("gpu", "t4")]),
-        started("s1", "u1", &[("region", "eu"), ("gpu", "a10"), ("tier", "gold")]),
+        started(
+            "s1",
+            "u1",
+            &[("region", "eu"), ("gpu", "a10"), ("tier", "gold")],
+        ),
     ])
     .when(assign_to("s1", "vm-1"))
     .then_rejected("requirements_not_met");
