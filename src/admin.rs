@@ -130,7 +130,11 @@ pub async fn check_projections(reader: &Reader, store: &Projections) -> Projecti
 }
 
 /// Replays the log `1..=to` into a fresh domain state.
-pub async fn replay_state(reader: &Reader, config: &DomainConfig, to: u64) -> Result<State, LogError> {
+pub async fn replay_state(
+    reader: &Reader,
+    config: &DomainConfig,
+    to: u64,
+) -> Result<State, LogError> {
     let mut state = State::new(config.clone());
     let mut events = reader.read_range(1, to).await?;
     while let Some(ev) = events.next().await {
@@ -167,7 +171,11 @@ impl std::fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.projections {
             Some(p) => {
-                write!(f, "projections at seq {}: {} keys, {} differences", p.checkpoint, p.keys, p.differences)?;
+                write!(
+                    f,
+                    "projections at seq {}: {} keys, {} differences",
+                    p.checkpoint, p.keys, p.differences
+                )?;
                 if let Some(e) = &p.error {
                     write!(f, ", check failed: {e}")?;
                 }
@@ -179,14 +187,30 @@ impl std::fmt::Display for VerifyReport {
             None => writeln!(f, "projections: no answer")?,
         }
         match &self.writer {
-            Some((w, Ok(()))) => writeln!(f, "writer {} at seq {}: state matches a replay ({} sessions, {} VMs)", w.holder, w.last_seq, w.sessions, w.vms)?,
-            Some((w, Err(e))) => writeln!(f, "writer {} at seq {}: DIVERGES: {e}", w.holder, w.last_seq)?,
+            Some((w, Ok(()))) => writeln!(
+                f,
+                "writer {} at seq {}: state matches a replay ({} sessions, {} VMs)",
+                w.holder, w.last_seq, w.sessions, w.vms
+            )?,
+            Some((w, Err(e))) => writeln!(
+                f,
+                "writer {} at seq {}: DIVERGES: {e}",
+                w.holder, w.last_seq
+            )?,
             None => writeln!(f, "writer: no answer")?,
         }
         for u in &self.unreachable {
             writeln!(f, "not checked: {u}")?;
         }
-        write!(f, "{}", if self.is_clean() { "verify: clean" } else { "verify: DIVERGENCE or incomplete check" })
+        write!(
+            f,
+            "{}",
+            if self.is_clean() {
+                "verify: clean"
+            } else {
+                "verify: DIVERGENCE or incomplete check"
+            }
+        )
     }
 }
 
@@ -220,7 +244,9 @@ pub async fn verify(
     match ask(projections_subject(cell)).await {
         Ok(msg) => match serde_json::from_slice::<ProjectionReport>(&msg.payload) {
             Ok(p) => report.projections = Some(p),
-            Err(e) => report.unreachable.push(format!("projections: bad answer: {e}")),
+            Err(e) => report
+                .unreachable
+                .push(format!("projections: bad answer: {e}")),
         },
         Err(e) => report.unreachable.push(format!("projections: {e}")),
     }
@@ -230,7 +256,10 @@ pub async fn verify(
                 let replay = replay_state(&reader, &w.config, w.last_seq).await?;
                 let mut outcome = Ok(());
                 if replay.last_seq != w.last_seq {
-                    outcome = Err(format!("the log ends at {} before the writer's {}", replay.last_seq, w.last_seq));
+                    outcome = Err(format!(
+                        "the log ends at {} before the writer's {}",
+                        replay.last_seq, w.last_seq
+                    ));
                 } else if replay.fingerprint() != w.fingerprint {
                     outcome = Err(format!(
                         "fingerprint {} differs from the replay's {}",

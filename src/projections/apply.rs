@@ -229,7 +229,11 @@ impl<'a, K: Kv> Overlay<'a, K> {
             })
     }
 
-    fn move_status(&mut self, view: &mut SessionView, to: SessionStatus) -> Result<(), ProjectionError> {
+    fn move_status(
+        &mut self,
+        view: &mut SessionView,
+        to: SessionStatus,
+    ) -> Result<(), ProjectionError> {
         self.delete(status_key(view.status, &view.session_id));
         self.add_count(view.status, -1)?;
         self.put(status_key(to, &view.session_id));

@@ -1,6 +1,8 @@
 //! The read models: what a reader sees of a session and of a VM.
 
-use orchestrator_events::{EndReason, GameId, Labels, Placement, SessionId, Timestamp, UserId, VmId};
+use orchestrator_events::{
+    EndReason, GameId, Labels, Placement, SessionId, Timestamp, UserId, VmId,
+};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

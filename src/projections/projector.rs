@@ -31,9 +31,7 @@ fn log_error(e: LogError) -> ProjectionError {
 
 /// Reads the next batch: waits for one event, then takes those already there, up to [`BATCH`].
 /// `None` when the stream ended.
-async fn next_batch(
-    events: &mut EventStream,
-) -> Option<Result<Vec<(u64, Envelope)>, LogError>> {
+async fn next_batch(events: &mut EventStream) -> Option<Result<Vec<(u64, Envelope)>, LogError>> {
     let first = events.next().await?;
     let mut batch = Vec::with_capacity(64);
     match first {
@@ -57,7 +55,11 @@ async fn next_batch(
 }
 
 /// Follows the log into `store` until `shutdown` fires.
-pub async fn run(reader: Reader, store: Projections, shutdown: CancellationToken) -> Result<(), ProjectionError> {
+pub async fn run(
+    reader: Reader,
+    store: Projections,
+    shutdown: CancellationToken,
+) -> Result<(), ProjectionError> {
     let mut backoff = Duration::from_millis(100);
     loop {
         let from = store.checkpoint() + 1;
@@ -126,7 +128,10 @@ pub async fn replay_in_memory(
     to: u64,
 ) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, ProjectionError> {
     let mut mem = BTreeMap::new();
-    mem.insert(VERSION_KEY.to_vec(), PROJECTION_VERSION.to_be_bytes().to_vec());
+    mem.insert(
+        VERSION_KEY.to_vec(),
+        PROJECTION_VERSION.to_be_bytes().to_vec(),
+    );
     let mut events = reader.read_range(1, to).await.map_err(log_error)?;
     let mut expected = 1;
     while let Some(batch) = next_batch(&mut events).await {

@@ -20,6 +20,9 @@ impl Kv for sled::Tree {
     }
 }
 
+/// Every key and value of a store.
+pub type Dump = BTreeMap<Vec<u8>, Vec<u8>>;
+
 /// Why the store was (re)built empty when opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Opened {
@@ -135,7 +138,10 @@ impl Projections {
             }
         }
         tree.insert(VERSION_KEY, &PROJECTION_VERSION.to_be_bytes())?;
-        let checkpoint = tree.get(CHECKPOINT_KEY)?.map(|b| apply::decode_u64(&b)).unwrap_or(0);
+        let checkpoint = tree
+            .get(CHECKPOINT_KEY)?
+            .map(|b| apply::decode_u64(&b))
+            .unwrap_or(0);
         let opened = opened.unwrap_or(Opened::Resumed { checkpoint });
         let (applied, _) = watch::channel(checkpoint);
         Ok((
@@ -357,14 +363,17 @@ impl Projections {
 
     /// Every key and value, with the checkpoint they are at, for `verify`. Blocks batches while it
     /// reads, so it sees whole batches only.
-    pub fn dump(&self) -> Result<(u64, BTreeMap<Vec<u8>, Vec<u8>>), ProjectionError> {
+    pub fn dump(&self) -> Result<(u64, Dump), ProjectionError> {
         let _writing = self.lock();
         let checkpoint = self.checkpoint();
         let all = self
             .inner
             .tree
             .iter()
-            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Into::into))
+            .map(|kv| {
+                kv.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(Into::into)
+            })
             .collect::<Result<_, ProjectionError>>()?;
         Ok((checkpoint, all))
     }

@@ -89,11 +89,14 @@ pub async fn run(
     let cell = config.log.cell.clone();
     loop {
         tracing::info!(cell = %cell, holder = %config.holder_id, "standby: waiting for the writer lease");
-        let lease = match log::Lease::acquire(&kv, &cell, &config.holder_id, config.lease_ttl, &shutdown).await {
-            Ok(lease) => lease,
-            Err(LeaseError::Cancelled) => return Ok(()),
-            Err(e) => return Err(e.into()),
-        };
+        let lease =
+            match log::Lease::acquire(&kv, &cell, &config.holder_id, config.lease_ttl, &shutdown)
+                .await
+            {
+                Ok(lease) => lease,
+                Err(LeaseError::Cancelled) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
         tracing::info!(cell = %cell, holder = %config.holder_id, "active: holding the writer lease");
         let handle = lease.keep_alive();
         let outcome = pipeline::lead(&client, &js, &config, handle.lost(), shutdown.clone()).await;

@@ -102,8 +102,15 @@ pub async fn lead(
         if p.inflight.is_empty() && p.since_snapshot >= config.snapshot_every {
             p.take_snapshot().await;
         }
-        let room = p.inflight.len() < config.max_in_flight && p.since_snapshot < config.snapshot_every;
-        let head_pending = matches!(p.inflight.front(), Some(Entry { outcome: Outcome::Append { .. }, .. }));
+        let room =
+            p.inflight.len() < config.max_in_flight && p.since_snapshot < config.snapshot_every;
+        let head_pending = matches!(
+            p.inflight.front(),
+            Some(Entry {
+                outcome: Outcome::Append { .. },
+                ..
+            })
+        );
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break true,
@@ -134,7 +141,9 @@ pub async fn lead(
 }
 
 /// Resolves with the head's ack; pending forever when the head is not an append.
-fn head_ack(inflight: &mut VecDeque<Entry>) -> impl Future<Output = Result<Appended, LogError>> + '_ {
+fn head_ack(
+    inflight: &mut VecDeque<Entry>,
+) -> impl Future<Output = Result<Appended, LogError>> + '_ {
     futures::future::poll_fn(move |cx| match inflight.front_mut() {
         Some(Entry {
             outcome: Outcome::Append { ack, .. },
@@ -147,10 +156,16 @@ fn head_ack(inflight: &mut VecDeque<Entry>) -> impl Future<Output = Result<Appen
 impl Pipeline<'_> {
     /// Recovers the state from the snapshot and the log, retrying while NATS is away. `false` when
     /// told to stop first.
-    async fn resync(&mut self, lost: &CancellationToken, shutdown: &CancellationToken) -> Result<bool, WriterError> {
+    async fn resync(
+        &mut self,
+        lost: &CancellationToken,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, WriterError> {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match recovery::recover(&self.reader, &self.config.domain, self.snapshot.as_deref()).await {
+            match recovery::recover(&self.reader, &self.config.domain, self.snapshot.as_deref())
+                .await
+            {
                 Ok((state, last_event_id, rec)) => {
                     tracing::info!(
                         seq = state.last_seq,
@@ -177,7 +192,13 @@ impl Pipeline<'_> {
     }
 
     async fn on_message(&mut self, msg: Message) {
-        let name = msg.subject.as_str().rsplit('.').next().unwrap_or("").to_owned();
+        let name = msg
+            .subject
+            .as_str()
+            .rsplit('.')
+            .next()
+            .unwrap_or("")
+            .to_owned();
         let json = match protocol::wants_json(msg.headers.as_ref()) {
             Ok(json) => json,
             Err(reply) => return self.reply_now(msg.reply, false, reply).await,
@@ -221,7 +242,12 @@ impl Pipeline<'_> {
                 let expected = self.state.last_seq;
                 let seq = expected + 1;
                 span.record("seq", seq);
-                let ack: AckFuture = match self.appender.send(&env, expected).instrument(span.clone()).await {
+                let ack: AckFuture = match self
+                    .appender
+                    .send(&env, expected)
+                    .instrument(span.clone())
+                    .await
+                {
                     Ok(pending) => Box::pin(pending.ack()),
                     Err(e) => Box::pin(async move { Err(e) }),
                 };
@@ -272,7 +298,7 @@ impl Pipeline<'_> {
         let reply = Reply::Accepted {
             seq,
             duplicate: false,
-            event: (*env).clone(),
+            event: env.clone(),
         };
         if self.recent.len() == RECENT {
             self.recent.pop_front();
@@ -338,14 +364,14 @@ impl Pipeline<'_> {
             return Reply::Accepted {
                 seq,
                 duplicate: true,
-                event: env.clone(),
+                event: Box::new(env.clone()),
             };
         }
         match self.reader.get(seq).await {
             Ok(Some(m)) => Reply::Accepted {
                 seq,
                 duplicate: true,
-                event: m.event.envelope,
+                event: Box::new(m.event.envelope),
             },
             Ok(None) => Reply::error("unavailable", format!("event {seq} not found in the log")),
             Err(e) => {
@@ -363,7 +389,8 @@ impl Pipeline<'_> {
             if self.inflight.is_empty() {
                 break;
             }
-            let ack = tokio::time::timeout(Duration::from_secs(5), head_ack(&mut self.inflight)).await;
+            let ack =
+                tokio::time::timeout(Duration::from_secs(5), head_ack(&mut self.inflight)).await;
             match ack {
                 Ok(Ok(a)) => {
                     if self.on_ack(Ok(a)).await.is_err() {
@@ -380,13 +407,17 @@ impl Pipeline<'_> {
 
     async fn take_snapshot(&mut self) {
         self.since_snapshot = 0;
-        let (Some(path), Some(last_event_id)) = (self.snapshot.clone(), self.last_event_id.clone()) else {
+        let (Some(path), Some(last_event_id)) = (self.snapshot.clone(), self.last_event_id.clone())
+        else {
             return;
         };
         let state = self.state.clone();
         let cell = self.config.log.cell.clone();
         let seq = state.last_seq;
-        let res = tokio::task::spawn_blocking(move || recovery::save_snapshot(&path, &cell, &last_event_id, &state)).await;
+        let res = tokio::task::spawn_blocking(move || {
+            recovery::save_snapshot(&path, &cell, &last_event_id, &state)
+        })
+        .await;
         match res {
             Ok(Ok(())) => tracing::info!(seq, "writer snapshot saved"),
             Ok(Err(e)) => tracing::warn!(seq, error = %e, "writer snapshot failed"),

@@ -47,8 +47,8 @@ pub enum Reply {
         seq: u64,
         /// Whether this is a retry of a command applied earlier (the event is the first result).
         duplicate: bool,
-        /// The event.
-        event: Envelope,
+        /// The event (boxed: it is most of a reply's size).
+        event: Box<Envelope>,
     },
     /// The command was not applied.
     Rejected {
@@ -102,6 +102,8 @@ impl Reply {
 }
 
 /// Whether a request's headers select JSON. Any other content type is refused.
+// The error is the reply to send, built once per refused request: its size costs nothing.
+#[allow(clippy::result_large_err)]
 pub fn wants_json(headers: Option<&HeaderMap>) -> Result<bool, Reply> {
     let Some(ct) = headers.and_then(|h| h.get("Content-Type")) else {
         return Ok(false);
@@ -142,6 +144,8 @@ pub struct Request {
 }
 
 /// Decodes the body of a request sent to the command `name`.
+// The error is the reply to send, built once per refused request: its size costs nothing.
+#[allow(clippy::result_large_err)]
 pub fn parse_request(name: &str, payload: &[u8], json: bool) -> Result<Request, Reply> {
     if payload.len() > MAX_REQUEST_BYTES {
         return Err(Reply::error(
@@ -189,7 +193,12 @@ pub fn parse_request(name: &str, payload: &[u8], json: bool) -> Result<Request, 
 }
 
 /// Encodes a request for the command it carries: the body to send to `orch.<cell>.cmd.<name>`.
-pub fn encode_request(command_id: &CommandId, actor: &Actor, command: &Command, json: bool) -> Vec<u8> {
+pub fn encode_request(
+    command_id: &CommandId,
+    actor: &Actor,
+    command: &Command,
+    json: bool,
+) -> Vec<u8> {
     fn enc<C: Serialize>(command_id: &CommandId, actor: &Actor, c: &C, json: bool) -> Vec<u8> {
         let req = CommandRequest {
             command_id: command_id.clone(),
@@ -238,12 +247,27 @@ mod tests {
             Reply::Rejected { code, .. } => code,
             Reply::Accepted { .. } => panic!("accepted"),
         };
-        assert_eq!(code(parse_request("nope", b"{}", true).unwrap_err()), "unknown_command");
-        assert_eq!(code(parse_request("start", b"\xff\x00garbage", false).unwrap_err()), "malformed_request");
-        assert_eq!(code(parse_request("start", b"{\"user_id\":1}", true).unwrap_err()), "malformed_request");
+        assert_eq!(
+            code(parse_request("nope", b"{}", true).unwrap_err()),
+            "unknown_command"
+        );
+        assert_eq!(
+            code(parse_request("start", b"\xff\x00garbage", false).unwrap_err()),
+            "malformed_request"
+        );
+        assert_eq!(
+            code(parse_request("start", b"{\"user_id\":1}", true).unwrap_err()),
+            "malformed_request"
+        );
         let big = vec![b' '; MAX_REQUEST_BYTES + 1];
-        assert_eq!(code(parse_request("start", &big, true).unwrap_err()), "payload_too_large");
+        assert_eq!(
+            code(parse_request("start", &big, true).unwrap_err()),
+            "payload_too_large"
+        );
         let bad_id = br#"{"command_id":"c 1","actor":{"kind":"user","id":"u"},"command":{"session_id":"s1"}}"#;
-        assert_eq!(code(parse_request("pause", bad_id, true).unwrap_err()), "malformed_request");
+        assert_eq!(
+            code(parse_request("pause", bad_id, true).unwrap_err()),
+            "malformed_request"
+        );
     }
 }

@@ -120,7 +120,11 @@ pub async fn recover(
     let mut snapshot_seq = None;
     if let Some(snap) = path.and_then(|p| load_snapshot(p, reader.cell())) {
         let seq = snap.state.last_seq;
-        let at_seq = if seq == 0 { None } else { reader.get(seq).await? };
+        let at_seq = if seq == 0 {
+            None
+        } else {
+            reader.get(seq).await?
+        };
         let matches = at_seq
             .as_ref()
             .is_some_and(|m| m.event.envelope.event_id == snap.last_event_id);
@@ -129,7 +133,10 @@ pub async fn recover(
             last_event_id = Some(snap.last_event_id);
             snapshot_seq = Some(seq);
         } else {
-            tracing::warn!(seq, "snapshot does not match the log or the config, replaying from the start");
+            tracing::warn!(
+                seq,
+                "snapshot does not match the log or the config, replaying from the start"
+            );
         }
     }
     let (_, mut events) = reader.read_to_end(state.last_seq + 1).await?;
