@@ -1,0 +1,255 @@
+//! The session routes: start (optionally assigning at once), list, read, pause, resume, end, assign.
+
+use axum::extract::State;
+use axum::response::Response;
+use axum::Json;
+use orchestrator_events::{CommandId, EndReason, SessionId};
+
+use super::auth::Auth;
+use super::commands::{self, Subject};
+use super::errors::ApiError;
+use super::extract::{ApiJson, ApiQuery, IdempotencyKey, OptionalJson, SessionPath};
+use super::state::AppState;
+use super::tokens::Role;
+use super::types::{AssignBody, EmptyBody, EndBody, SessionQuery, StartSessionBody};
+use crate::domain::command::{AssignVm, EndSession, SessionRef, StartSession};
+use crate::domain::Command;
+use crate::projections::{SessionFilter, SessionPage, SessionView};
+
+/// The default page size of a listing.
+pub const DEFAULT_PAGE: usize = 50;
+/// The largest page size of a listing.
+pub const MAX_PAGE: usize = 500;
+
+fn store_error(e: crate::projections::ProjectionError) -> ApiError {
+    ApiError::Internal(format!("projection store: {e}"))
+}
+
+/// The session if the principal may see it; 404 when it does not exist or is another player's.
+/// When it is not found, this bridge's projections may lag behind a write made through another
+/// bridge: they are given up to the read-your-writes timeout to reach the stream's end once.
+pub async fn visible_session(
+    state: &AppState,
+    auth: &Auth,
+    id: &SessionId,
+) -> Result<SessionView, ApiError> {
+    let s = state.get();
+    let mut view = s.store.session(id).map_err(store_error)?;
+    if view.is_none() {
+        if let Ok(last) = s.reader.last_seq().await {
+            if last > s.store.checkpoint() && s.store.wait_for(last, s.ryw_timeout).await.is_ok() {
+                view = s.store.session(id).map_err(store_error)?;
+            }
+        }
+    }
+    match view {
+        Some(v) if auth.may_see(&v) => Ok(v),
+        _ => Err(ApiError::SessionNotFound(id.to_string())),
+    }
+}
+
+/// `POST /v1/sessions`: starts a session, and assigns it at once when `assign` is given (the
+/// second command's id is `<Idempotency-Key>:assign`). When the start is applied but the
+/// assignment refused, the problem carries the new `session_id` and the start's `seq`: assign it
+/// later, or retry the whole request with the same key.
+pub async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdempotencyKey(key): IdempotencyKey,
+    ApiJson(body): ApiJson<StartSessionBody>,
+) -> Result<Response, ApiError> {
+    let principal = &auth.0;
+    let user_id = match (principal.player(), body.user_id) {
+        (Some(me), None) => me,
+        (Some(me), Some(u)) if u == me => u,
+        (Some(_), Some(_)) => {
+            return Err(ApiError::Forbidden(
+                "a player starts sessions only for themselves".into(),
+            ))
+        }
+        (None, Some(u)) => u,
+        (None, None) => {
+            return Err(ApiError::InvalidArgument {
+                field: "user_id".into(),
+                reason: "operators and services must name the user".into(),
+            })
+        }
+    };
+    let (command_id, _guard) = commands::command_id(&state, principal, key)?;
+    let assign_id = match &body.assign {
+        Some(_) => Some(
+            CommandId::parse(format!("{command_id}:assign")).map_err(|_| {
+                ApiError::Malformed(format!(
+                    "Idempotency-Key: at most {} characters for a start with assign",
+                    CommandId::MAX_LEN - ":assign".len()
+                ))
+            })?,
+        ),
+        None => None,
+    };
+    let start = Command::StartSession(StartSession {
+        session_id: body.session_id,
+        user_id,
+        game_id: body.game_id,
+        requirements: body.requirements,
+    });
+    let started = commands::send(&state, principal, &command_id, &start).await?;
+    let session_id = started
+        .event
+        .event
+        .session_id()
+        .cloned()
+        .ok_or_else(|| ApiError::Internal("a start answered with a VM event".into()))?;
+    let start_seq = started.seq;
+    let mut applied = vec![started];
+    if let (Some(assign), Some(assign_id)) = (body.assign, assign_id) {
+        let command = Command::AssignVm(AssignVm {
+            session_id: session_id.clone(),
+            vm_id: assign.vm_id,
+            policy: assign.policy,
+        });
+        match commands::send(&state, principal, &assign_id, &command).await {
+            Ok(a) => applied.push(a),
+            Err(ApiError::Rejected(mut r)) => {
+                r.extra
+                    .insert("session_id".into(), session_id.as_str().into());
+                r.extra.insert("seq".into(), start_seq.into());
+                r.message = format!(
+                    "session {session_id} started, but not assigned: {}",
+                    r.message
+                );
+                return Err(ApiError::Rejected(r));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    commands::respond(&state, applied, Subject::Session(session_id), true).await
+}
+
+/// `GET /v1/sessions`: a page of sessions; a player sees only their own.
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiQuery(q): ApiQuery<SessionQuery>,
+) -> Result<Json<SessionPage>, ApiError> {
+    let user_id = match auth.0.player() {
+        Some(me) => {
+            if q.user_id.as_ref().is_some_and(|u| *u != me) {
+                return Err(ApiError::Forbidden(
+                    "a player lists only their own sessions".into(),
+                ));
+            }
+            Some(me)
+        }
+        None => q.user_id,
+    };
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::InvalidArgument {
+            field: "limit".into(),
+            reason: format!("must be 1 to {MAX_PAGE}"),
+        });
+    }
+    let filter = SessionFilter {
+        user_id,
+        status: q.status,
+        vm_id: q.vm_id,
+    };
+    let page = state
+        .store()
+        .sessions(&filter, q.after.as_ref(), limit)
+        .map_err(store_error)?;
+    Ok(Json(page))
+}
+
+/// `GET /v1/sessions/{id}`.
+pub async fn get(
+    State(state): State<AppState>,
+    auth: Auth,
+    SessionPath(id): SessionPath,
+) -> Result<Json<SessionView>, ApiError> {
+    visible_session(&state, &auth, &id).await.map(Json)
+}
+
+/// Checks the session is visible, then sends the command.
+async fn session_command(
+    state: AppState,
+    auth: Auth,
+    key: Option<CommandId>,
+    id: SessionId,
+    command: Command,
+) -> Result<Response, ApiError> {
+    visible_session(&state, &auth, &id).await?;
+    let (command_id, _guard) = commands::command_id(&state, &auth.0, key)?;
+    let applied = commands::send(&state, &auth.0, &command_id, &command).await?;
+    commands::respond(&state, vec![applied], Subject::Session(id), false).await
+}
+
+/// `POST /v1/sessions/{id}/pause`.
+pub async fn pause(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdempotencyKey(key): IdempotencyKey,
+    SessionPath(id): SessionPath,
+    OptionalJson(EmptyBody {}): OptionalJson<EmptyBody>,
+) -> Result<Response, ApiError> {
+    let command = Command::PauseSession(SessionRef {
+        session_id: id.clone(),
+    });
+    session_command(state, auth, key, id, command).await
+}
+
+/// `POST /v1/sessions/{id}/resume`.
+pub async fn resume(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdempotencyKey(key): IdempotencyKey,
+    SessionPath(id): SessionPath,
+    OptionalJson(EmptyBody {}): OptionalJson<EmptyBody>,
+) -> Result<Response, ApiError> {
+    let command = Command::ResumeSession(SessionRef {
+        session_id: id.clone(),
+    });
+    session_command(state, auth, key, id, command).await
+}
+
+/// `POST /v1/sessions/{id}/end`.
+pub async fn end(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdempotencyKey(key): IdempotencyKey,
+    SessionPath(id): SessionPath,
+    OptionalJson(body): OptionalJson<EndBody>,
+) -> Result<Response, ApiError> {
+    let reason = match (auth.0.role, body.reason) {
+        (Role::Player, None | Some(EndReason::User)) => EndReason::User,
+        (Role::Player, Some(_)) => {
+            return Err(ApiError::Forbidden(
+                "a player ends a session with reason `user` only".into(),
+            ))
+        }
+        (Role::Operator, reason) => reason.unwrap_or(EndReason::Operator),
+        (Role::Service, reason) => reason.unwrap_or(EndReason::User),
+    };
+    let command = Command::EndSession(EndSession {
+        session_id: id.clone(),
+        reason,
+    });
+    session_command(state, auth, key, id, command).await
+}
+
+/// `POST /v1/sessions/{id}/assign`.
+pub async fn assign(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdempotencyKey(key): IdempotencyKey,
+    SessionPath(id): SessionPath,
+    OptionalJson(body): OptionalJson<AssignBody>,
+) -> Result<Response, ApiError> {
+    let command = Command::AssignVm(AssignVm {
+        session_id: id.clone(),
+        vm_id: body.vm_id,
+        policy: body.policy,
+    });
+    session_command(state, auth, key, id, command).await
+}

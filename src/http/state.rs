@@ -1,0 +1,96 @@
+//! The state every handler shares: cheap handles to NATS, the projections and the log, plus this
+//! bridge's in-process caches (rate buckets, in-flight keys, metrics). Nothing here is the
+//! orchestrator's state: many bridges can run side by side.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use orchestrator_events::CellId;
+use tokio_util::sync::CancellationToken;
+
+use super::args::BridgeArgs;
+use super::idempotency::InFlight;
+use super::metrics::Metrics;
+use super::rate_limit::RateLimiter;
+use super::server::HttpError;
+use super::tokens::Tokens;
+use crate::client::CommandClient;
+use crate::log::Reader;
+use crate::projections::Projections;
+
+/// What the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) commands: CommandClient,
+    pub(crate) nats: async_nats::Client,
+    pub(crate) store: Projections,
+    pub(crate) reader: Reader,
+    pub(crate) tokens: Tokens,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) in_flight: InFlight,
+    pub(crate) metrics: Metrics,
+    pub(crate) body_limit: usize,
+    pub(crate) ryw_timeout: Duration,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) openapi: Arc<serde_json::Value>,
+}
+
+impl AppState {
+    /// The state of a bridge configured by `args`: loads the tokens (at least one is required)
+    /// and opens a reader of `cell`'s stream. `shutdown` also ends the event feeds.
+    pub async fn new(
+        args: &BridgeArgs,
+        client: async_nats::Client,
+        cell: CellId,
+        store: Projections,
+        shutdown: CancellationToken,
+    ) -> Result<Self, HttpError> {
+        let mut tokens = Tokens::new();
+        if let Some(path) = &args.tokens_file {
+            tokens.add_file(path)?;
+        }
+        if let Some(spec) = &args.tokens {
+            tokens.add_inline(spec)?;
+        }
+        if tokens.is_empty() {
+            return Err(HttpError::Config(
+                "no tokens: set ORCH_TOKENS (token=role:id,...) or --tokens-file".into(),
+            ));
+        }
+        let reader = Reader::new(async_nats::jetstream::new(client.clone()), cell.clone()).await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                commands: CommandClient::new(client.clone(), cell, args.command_timeout),
+                nats: client,
+                store,
+                reader,
+                tokens,
+                limiter: RateLimiter::new(args.rate_limit, args.rate_burst),
+                in_flight: InFlight::new(),
+                metrics: Metrics::new(),
+                body_limit: args.body_limit,
+                ryw_timeout: args.read_your_writes_timeout,
+                shutdown,
+                openapi: Arc::new(super::openapi::document()),
+            }),
+        })
+    }
+
+    pub(crate) fn get(&self) -> &Inner {
+        &self.inner
+    }
+
+    /// The projections this bridge reads.
+    pub fn store(&self) -> &Projections {
+        &self.inner.store
+    }
+
+    /// The largest body accepted.
+    pub fn body_limit(&self) -> usize {
+        self.inner.body_limit
+    }
+}

@@ -1,0 +1,225 @@
+//! The JSON the bridge accepts and returns, beyond the projections' views. Request bodies refuse
+//! unknown fields, so a misspelt field is a 400, never silently ignored.
+
+use orchestrator_events::{
+    EndReason, Envelope, EventType, GameId, Labels, PlacementPolicy, SessionId, Timestamp, UserId,
+    VmId,
+};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::SessionStatus;
+use crate::projections::{SessionView, VmView};
+
+/// `POST /v1/sessions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartSessionBody {
+    /// Whose session. A player may leave it out (their own) and may name only themselves;
+    /// operators and services must give it.
+    #[serde(default)]
+    pub user_id: Option<UserId>,
+    /// Which game.
+    pub game_id: GameId,
+    /// The session's id. When absent it is derived from the command id (the `Idempotency-Key`), so
+    /// a retry names the same session.
+    #[serde(default)]
+    pub session_id: Option<SessionId>,
+    /// Labels the VM must carry, e.g. `{"region": "eu-west"}`.
+    #[serde(default)]
+    pub requirements: Labels,
+    /// Assign a VM at once: the session is started, then assigned (two events).
+    #[serde(default)]
+    pub assign: Option<AssignBody>,
+}
+
+/// `POST /v1/sessions/{id}/assign`, and `assign` of a start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssignBody {
+    /// The VM to use; absent: the policy picks one.
+    #[serde(default)]
+    pub vm_id: Option<VmId>,
+    /// `packed` (the default) or `spread`; only without `vm_id`.
+    #[serde(default)]
+    pub policy: Option<PlacementPolicy>,
+}
+
+/// `POST /v1/sessions/{id}/end`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndBody {
+    /// Why. A player's end is always `user` (the only reason a player may give); an operator's
+    /// defaults to `operator`, a service's to `user`.
+    #[serde(default)]
+    pub reason: Option<EndReason>,
+}
+
+/// The body of pause, resume, drain and retire: nothing, or `{}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmptyBody {}
+
+/// `POST /v1/vms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterVmBody {
+    /// The VM.
+    pub vm_id: VmId,
+    /// How many sessions (active + paused) it holds.
+    pub capacity: u32,
+    /// Its labels.
+    #[serde(default)]
+    pub labels: Labels,
+}
+
+/// Query of `GET /v1/sessions`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionQuery {
+    /// Only this user's sessions (a player: only their own).
+    pub user_id: Option<UserId>,
+    /// Only sessions in this status.
+    pub status: Option<SessionStatus>,
+    /// Only sessions holding a slot on this VM.
+    pub vm_id: Option<VmId>,
+    /// Page size, 1 to 500 (default 50).
+    pub limit: Option<usize>,
+    /// The `next` of the previous page.
+    pub after: Option<SessionId>,
+}
+
+/// Query of `GET /v1/events`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Start at this stream sequence (inclusive). `Last-Event-ID: n` resumes at n + 1 and wins
+    /// over `from`. Neither: only events appended from now on.
+    pub from: Option<u64>,
+    /// Only these event types, comma-separated, e.g. `SessionStarted,SessionEnded`.
+    #[serde(rename = "type")]
+    pub types: Option<String>,
+    /// Only this session's events.
+    pub session_id: Option<SessionId>,
+}
+
+/// An event as the bridge shows it: the envelope, its stream sequence and its type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LogEvent {
+    /// Its stream sequence (the SSE `id`).
+    pub seq: u64,
+    /// Its type, e.g. `SessionStarted`.
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    /// The envelope: schema version, ids, time, actor and the event itself.
+    #[serde(flatten)]
+    pub envelope: Envelope,
+}
+
+impl LogEvent {
+    /// The event at `seq`.
+    pub fn new(seq: u64, envelope: Envelope) -> Self {
+        Self {
+            seq,
+            event_type: envelope.event.event_type(),
+            envelope,
+        }
+    }
+}
+
+/// The answer to a command: its event(s), and the new state read with read-your-writes.
+///
+/// Status 201 (created) or 200 when the state shows the command's effect; 202 when the projections
+/// did not catch up within `--read-your-writes-timeout`: the command **is** applied (`events`,
+/// `seq`), but `session`/`vm` are absent and `pending` says so; read the resource again later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CommandResponse {
+    /// The stream sequence of the last event.
+    pub seq: u64,
+    /// Whether every event is a replay of an earlier request with the same `Idempotency-Key`
+    /// (also sent as the `Idempotent-Replayed: true` header).
+    pub replayed: bool,
+    /// The events the command produced (two for a start with `assign`).
+    pub events: Vec<LogEvent>,
+    /// The session after the command, when it is about a session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionView>,
+    /// The VM after the command, when it is about a VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<VmView>,
+    /// Set when the state could not be read in time (status 202).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<String>,
+}
+
+/// `GET /v1/vms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct VmList {
+    /// Every VM, sorted by id.
+    pub vms: Vec<VmView>,
+    /// The stream sequence the list was read at (at least).
+    pub as_of_seq: u64,
+}
+
+/// One entry of a session's timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HistoryEntry {
+    /// The event.
+    #[serde(flatten)]
+    pub event: LogEvent,
+    /// When the server stored it (ms since the epoch).
+    pub stored_at: Timestamp,
+    /// The session's status after it.
+    pub status: SessionStatus,
+    /// How long the session stayed in the status before this event, in ms (0 for the first).
+    pub ms_in_previous_status: i64,
+}
+
+/// Milliseconds a session spent in each status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TimeInStatus {
+    /// `starting`
+    pub starting: i64,
+    /// `active`
+    pub active: i64,
+    /// `paused`
+    pub paused: i64,
+}
+
+/// `GET /v1/sessions/{id}/history`: the session's timeline from the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct History {
+    /// The session.
+    pub session_id: SessionId,
+    /// Its status after the last event.
+    pub status: SessionStatus,
+    /// Its events, in order.
+    pub events: Vec<HistoryEntry>,
+    /// Time in each status, from the events' times. A session not yet ended is counted up to
+    /// `as_of`.
+    pub time_in_status_ms: TimeInStatus,
+    /// The bridge's clock when the history was read (ms since the epoch).
+    pub as_of: Timestamp,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+}
+
+/// `GET /readyz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Readiness {
+    /// Whether the bridge can serve (NATS connected and the stream readable); 503 when not.
+    pub ready: bool,
+    /// The NATS connection: `connected`, `pending` or `disconnected`.
+    pub nats: String,
+    /// The stream's last sequence, when it could be read.
+    pub stream_last_seq: Option<u64>,
+    /// The last sequence the projections applied.
+    pub projection_checkpoint: u64,
+    /// Events not yet projected, when the stream could be read.
+    pub projection_lag: Option<u64>,
+}
