@@ -1,0 +1,196 @@
+//! Appends with an expected last sequence: the writer's only way into the log.
+//!
+//! Every append carries `Nats-Expected-Last-Sequence` (the last sequence the writer applied), so the
+//! server stores it only if nothing else was appended meanwhile, and `Nats-Msg-Id` (the command
+//! id), so a retry within the duplicate window is dropped and acknowledged as a duplicate.
+//!
+//! [`Appender::append`] publishes and waits for the ack. [`Appender::send`] only publishes and
+//! returns a [`PendingAppend`] to await later, so the writer can keep many appends in flight with
+//! consecutive expected sequences. The server checks them in order: **if one fails its
+//! expected-sequence check, every later one in the pipeline fails too** (each expected the failed
+//! one to be stored). The writer must then catch up from the log and re-decide all of them.
+//! Keep fewer unacknowledged appends than the JetStream context's `max_ack_inflight` (5,000 by
+//! default): each holds a permit until its ack is awaited or dropped, and `send` waits for one.
+//!
+//! Dedup and the sequence check interact differently across servers (measured): a retry with the
+//! same command id *and a stale* expected sequence is acknowledged as a duplicate by 2.9.10 (it
+//! checks the message id first), but refused with [`LogError::WrongLastSequence`] by 2.15.1 (it
+//! checks the sequence first). So after a timed-out append the writer must not rely on the
+//! duplicate ack: it catches up from the log, where it finds the command id already applied.
+
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_nats::header::{self, HeaderMap, HeaderValue};
+use async_nats::jetstream::{
+    self,
+    context::{PublishAckFuture, PublishErrorKind},
+    ErrorCode,
+};
+use bytes::Bytes;
+use orchestrator_events::subject::{
+    event_subject, stream_name, EVENT_TYPE_HEADER, SCHEMA_VERSION_HEADER,
+};
+use orchestrator_events::{codec, CellId, Envelope, CURRENT_VERSION, MAX_EVENT_BYTES};
+
+use crate::log::error::{actual_last_sequence, api_code};
+use crate::log::LogError;
+
+/// A stored append, as the server acknowledged it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The event's stream sequence. For a duplicate, the sequence of the first copy.
+    pub seq: u64,
+    /// The server dropped this append as a duplicate of an earlier one with the same command id
+    /// (within the duplicate window): nothing new was stored.
+    pub duplicate: bool,
+}
+
+/// A cheap, clonable handle that appends a cell's events to its stream.
+///
+/// A pipeline ([`Appender::send`] several times, then await the acks) must be driven from one
+/// task: appends sent concurrently from several tasks reach the server in no defined order.
+#[derive(Debug, Clone)]
+pub struct Appender {
+    js: jetstream::Context,
+    cell: CellId,
+    stream: Arc<str>,
+}
+
+impl Appender {
+    /// An appender for `cell`'s stream (which [`crate::log::ensure_stream`] set up).
+    pub fn new(js: jetstream::Context, cell: CellId) -> Self {
+        let stream = stream_name(&cell).into();
+        Self { js, cell, stream }
+    }
+
+    /// The cell this appender writes to.
+    pub fn cell(&self) -> &CellId {
+        &self.cell
+    }
+
+    /// Appends `env`, expecting the stream's last sequence to be `expected_last_seq` (0 for an
+    /// empty stream), and waits for the server's ack.
+    ///
+    /// Fails with [`LogError::WrongLastSequence`] when the stream has moved on (nothing stored).
+    pub async fn append(
+        &self,
+        env: &Envelope,
+        expected_last_seq: u64,
+    ) -> Result<Appended, LogError> {
+        self.send(env, expected_last_seq).await?.await
+    }
+
+    /// Publishes `env` like [`Appender::append`] but returns as soon as it is sent, with a handle
+    /// to await its ack. Publishes go out in call order; see the module docs for how a rejected
+    /// one affects the rest of a pipeline.
+    pub async fn send(
+        &self,
+        env: &Envelope,
+        expected_last_seq: u64,
+    ) -> Result<PendingAppend, LogError> {
+        let command_id = env.command_id.parse::<HeaderValue>().map_err(|_| {
+            LogError::InvalidEnvelope(format!(
+                "command id {:?} is not a valid header value",
+                env.command_id
+            ))
+        })?;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::NATS_EXPECTED_LAST_SEQUENCE,
+            HeaderValue::from(expected_last_seq),
+        );
+        headers.insert(header::NATS_MESSAGE_ID, command_id);
+        headers.insert(EVENT_TYPE_HEADER, env.event.event_type().as_str());
+        headers.insert(SCHEMA_VERSION_HEADER, HeaderValue::from(CURRENT_VERSION));
+        let payload = codec::encode(env);
+        // Readers refuse anything larger, so storing it would stop every replay at it.
+        if payload.len() > MAX_EVENT_BYTES {
+            return Err(LogError::InvalidEnvelope(format!(
+                "encoded event of {} bytes exceeds the {MAX_EVENT_BYTES}-byte limit",
+                payload.len()
+            )));
+        }
+        let subject = event_subject(&self.cell, &env.event);
+        let payload = Bytes::from(payload);
+        let ack = self
+            .js
+            .publish_with_headers(subject, headers, payload)
+            .await
+            .map_err(|err| publish_error(err, expected_last_seq, &self.stream))?;
+        Ok(PendingAppend {
+            ack,
+            expected: expected_last_seq,
+            stream: self.stream.clone(),
+        })
+    }
+}
+
+/// An append that was sent; await it (or call [`PendingAppend::ack`]) for the server's answer.
+///
+/// Dropping it does not cancel the append: the server stores it (or not) all the same.
+#[derive(Debug)]
+#[must_use = "an append's outcome is only known by awaiting its ack"]
+pub struct PendingAppend {
+    ack: PublishAckFuture,
+    expected: u64,
+    stream: Arc<str>,
+}
+
+impl PendingAppend {
+    /// The expected last sequence this append was sent with.
+    pub fn expected_last_seq(&self) -> u64 {
+        self.expected
+    }
+
+    /// Waits for the server's ack.
+    pub async fn ack(self) -> Result<Appended, LogError> {
+        let ack = self
+            .ack
+            .await
+            .map_err(|err| publish_error(err, self.expected, &self.stream))?;
+        if ack.stream != *self.stream {
+            return Err(LogError::Jetstream(format!(
+                "append stored in stream {} instead of {}",
+                ack.stream, self.stream
+            )));
+        }
+        Ok(Appended {
+            seq: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+}
+
+impl IntoFuture for PendingAppend {
+    type Output = Result<Appended, LogError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.ack())
+    }
+}
+
+fn publish_error(err: jetstream::context::PublishError, expected: u64, stream: &str) -> LogError {
+    match err.kind() {
+        PublishErrorKind::WrongLastSequence => LogError::WrongLastSequence {
+            expected,
+            actual: actual_last_sequence(&err),
+        },
+        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
+            LogError::Unavailable(err.to_string())
+        }
+        PublishErrorKind::MaxAckPending => LogError::Unavailable(err.to_string()),
+        PublishErrorKind::StreamNotFound => LogError::StreamNotFound(stream.to_owned()),
+        PublishErrorKind::MaxPayloadExceeded => LogError::InvalidEnvelope(err.to_string()),
+        PublishErrorKind::Other
+            if api_code(&err) == Some(ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM) =>
+        {
+            LogError::InvalidEnvelope(err.to_string())
+        }
+        PublishErrorKind::WrongLastMessageId | PublishErrorKind::Other => {
+            LogError::Jetstream(err.to_string())
+        }
+    }
+}
