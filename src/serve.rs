@@ -7,8 +7,7 @@
 //! API, which always runs with a projector since it reads the projections). When `shutdown` fires,
 //! or a role fails, every role is stopped, the NATS client drained, and the embedded server stopped.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use orchestrator_events::CellId;
@@ -16,23 +15,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::domain::DomainConfig;
+use crate::http::{BridgeArgs, HttpError};
 use crate::log::{self, LogConfig, LogError, Reader};
-use crate::nats_server::{
-    binary_version, resolve_binary, Durability, NatsServer, NatsServerConfig, NatsServerError,
-    ServerVersion,
-};
+use crate::nats_server::{Durability, NatsServerError};
 use crate::projections::{projector, Opened, ProjectionError, Projections};
 use crate::writer::{self, WriterConfig, WriterError};
 
-/// The port the embedded `nats-server` listens on unless told otherwise; the client subcommands'
-/// default URL points at it.
-pub const DEFAULT_EMBEDDED_PORT: u16 = 4333;
+mod embedded;
 
-/// How often the embedded server is checked on.
-const SUPERVISE_EVERY: Duration = Duration::from_millis(250);
-
-/// Restarts of the embedded server that may fail in a row before `serve` gives up.
-const MAX_RESTART_FAILURES: u32 = 5;
+pub use embedded::{choose_durability, durability_meaning, DEFAULT_EMBEDDED_PORT};
+use embedded::{start_embedded, supervise};
 
 /// Where the log lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,12 +94,15 @@ pub struct ServeConfig {
     pub replicas: usize,
     /// What runs.
     pub roles: Roles,
+    /// Whether the roles were asked for by name. When they were not (every role by default) and the
+    /// bridge has no tokens, the bridge is left out with a warning instead of failing the start.
+    pub roles_explicit: bool,
     /// The domain's tunables (every writer of a cell must use the same).
     pub domain: DomainConfig,
     /// The writer lease's time to live.
     pub lease_ttl: Duration,
-    /// Where the HTTP bridge listens.
-    pub listen: SocketAddr,
+    /// The HTTP bridge's settings (its address, tokens, limits).
+    pub bridge: BridgeArgs,
 }
 
 /// Why `serve` could not start or stopped with an error.
@@ -149,35 +144,15 @@ pub enum ServeError {
     /// The projections failed (the store is locked by another process, or an event does not fit).
     #[error("projections: {0}")]
     Projection(#[from] ProjectionError),
+    /// The HTTP bridge could not start or failed (no tokens, address in use...).
+    #[error("HTTP bridge: {0}")]
+    Http(#[from] HttpError),
     /// The `verify` responder could not subscribe.
     #[error("verify responder: {0}")]
     Admin(String),
     /// A role ended by itself, which it never should.
     #[error("the {0} role stopped unexpectedly")]
     RoleEnded(&'static str),
-}
-
-/// The `always`/`default` choice and what it means, for the start banner.
-pub fn durability_meaning(durability: Durability) -> &'static str {
-    match durability {
-        Durability::SyncAlways => {
-            "every event is fsynced before its command is acknowledged: an acknowledged command \
-             survives a power loss"
-        }
-        Durability::Default => {
-            "JetStream fsyncs every 2 minutes (60 s on 2.9): an acknowledged command survives a \
-             crash of the process, not a power loss of this machine"
-        }
-    }
-}
-
-/// The durability to run: the one asked for, else `always` when `version` supports it.
-pub fn choose_durability(asked: Option<Durability>, version: ServerVersion) -> Durability {
-    asked.unwrap_or(if Durability::SyncAlways.supported_by(version) {
-        Durability::SyncAlways
-    } else {
-        Durability::Default
-    })
 }
 
 /// Runs `serve` until `shutdown` fires or a role fails.
@@ -223,95 +198,11 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
             ))),
         };
     }
-    outcome.and(stopped)
-}
-
-async fn start_embedded(
-    bin: Option<PathBuf>,
-    port: u16,
-    durability: Option<Durability>,
-    data_dir: &Path,
-) -> Result<NatsServer, ServeError> {
-    let bin = match bin {
-        Some(bin) => bin,
-        None => resolve_binary()?,
-    };
-    let probe = bin.clone();
-    let version = tokio::task::spawn_blocking(move || binary_version(&probe))
-        .await
-        .map_err(|join| NatsServerError::Process(std::io::Error::other(join)))??;
-    let durability = choose_durability(durability, version);
-    let config = NatsServerConfig {
-        port,
-        durability,
-        // Ctrl-C at a terminal must reach only `serve`, which drains its clients before it stops
-        // the server.
-        own_process_group: true,
-        ..NatsServerConfig::new(bin, data_dir.join("nats"))
-    };
-    tracing::info!(version = %version, port, durability = %durability, "starting the embedded nats-server");
-    let server = NatsServer::start(config).await?;
-    tracing::info!(
-        url = %server.url(),
-        pid = server.pid().unwrap_or(0),
-        durability = %durability,
-        meaning = durability_meaning(durability),
-        "embedded nats-server running"
-    );
-    Ok(server)
-}
-
-/// Restarts the server whenever it exits, until `nats_stop`; then stops it. Gives up (and fires
-/// `roles_stop`) after [`MAX_RESTART_FAILURES`] failed restarts in a row.
-async fn supervise(
-    mut server: NatsServer,
-    nats_stop: CancellationToken,
-    roles_stop: CancellationToken,
-) -> Result<(), ServeError> {
-    let mut failures = 0;
-    let outcome = loop {
-        tokio::select! {
-            _ = nats_stop.cancelled() => break Ok(()),
-            _ = tokio::time::sleep(SUPERVISE_EVERY) => {}
-        }
-        if server.is_running() {
-            continue;
-        }
-        tracing::error!(
-            port = server.port(),
-            "embedded nats-server exited unexpectedly, restarting it"
-        );
-        match server.restart().await {
-            Ok(()) => {
-                failures = 0;
-                tracing::warn!(
-                    pid = server.pid().unwrap_or(0),
-                    port = server.port(),
-                    "embedded nats-server restarted"
-                );
-            }
-            Err(e) => {
-                failures += 1;
-                tracing::error!(error = %e, failures, "restarting the embedded nats-server failed");
-                if failures >= MAX_RESTART_FAILURES {
-                    roles_stop.cancel();
-                    break Err(ServeError::NatsServerLost {
-                        failures,
-                        last: e.to_string(),
-                    });
-                }
-                tokio::select! {
-                    _ = nats_stop.cancelled() => break Ok(()),
-                    _ = tokio::time::sleep(Duration::from_millis(500) * failures) => {}
-                }
-            }
-        }
-    };
-    tracing::info!(
-        pid = server.pid().unwrap_or(0),
-        "stopping the embedded nats-server"
-    );
-    server.stop().await?;
+    let outcome = outcome.and(stopped);
+    match &outcome {
+        Ok(()) => tracing::info!("serve stopped"),
+        Err(e) => tracing::error!(error = %e, "serve stopped with an error"),
+    }
     outcome
 }
 
@@ -435,12 +326,26 @@ async fn run_roles(
         ));
     }
     let mut http_line = "not run here".to_owned();
-    if roles.bridge {
-        // TODO(bridge): switch on once `src/http/mod.rs` provides `run_bridge`:
-        // tracker.spawn(failures.clone().watch("bridge", crate::http::run_bridge(bridge, client.clone(), store.clone(), stop.clone())));
-        let _ = &store;
-        http_line = format!("http://{} (bridge not built yet)", config.listen);
-        tracing::warn!("the HTTP bridge is not part of this build yet");
+    let no_tokens = config.bridge.tokens.is_none() && config.bridge.tokens_file.is_none();
+    if roles.bridge && no_tokens && !config.roles_explicit {
+        http_line =
+            "off: no tokens (set ORCH_TOKENS=token=role:id,... or --tokens-file)".to_owned();
+        tracing::warn!(
+            "the HTTP bridge is off: it has no tokens; set ORCH_TOKENS=token=role:id,... or \
+             --tokens-file, or ask for the roles by name (--role writer,projector)"
+        );
+    } else if let (true, Some(store)) = (roles.bridge, store) {
+        http_line = format!("http://{}", config.bridge.listen);
+        tracker.spawn(failures.clone().watch(
+            "bridge",
+            crate::http::run_bridge(
+                config.bridge.clone(),
+                client.clone(),
+                config.cell.clone(),
+                store,
+                stop.clone(),
+            ),
+        ));
     }
     tracker.close();
     println!("orchestrator serve");
@@ -457,7 +362,7 @@ async fn run_roles(
     if let Err(e) = client.drain().await {
         tracing::warn!(error = %e, "draining the NATS client");
     }
-    tracing::info!("stopped");
+    tracing::info!("roles stopped, NATS client drained");
     // A poisoned lock only means a role panicked while recording; nothing more to report then.
     let first = failures.first.lock().ok().and_then(|mut f| f.take());
     match first {

@@ -81,6 +81,9 @@ fn send(url: &str, args: &[&str]) -> Run {
     }
 }
 
+/// What the output of a `serve` shows when one of its pipes closes.
+const CLOSED: &str = "<pipe closed>";
+
 /// A running `orchestrator serve`: its output collected line by line, stopped with SIGTERM on drop
 /// (killed if it does not stop).
 struct Serve {
@@ -89,7 +92,7 @@ struct Serve {
 }
 
 impl Serve {
-    fn start(args: &[&str], envs: &[(&str, &Path)]) -> Serve {
+    fn start(args: &[&str], envs: &[(&str, &str)]) -> Serve {
         let mut cmd = orchestrator();
         cmd.arg("serve")
             .args(args)
@@ -109,11 +112,13 @@ impl Serve {
         ] {
             let lines = lines.clone();
             std::thread::spawn(move || {
+                let (store, cv) = &*lines;
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let (store, cv) = &*lines;
                     store.lock().unwrap().push(line);
                     cv.notify_all();
                 }
+                store.lock().unwrap().push(CLOSED.to_owned());
+                cv.notify_all();
             });
         }
         let serve = Serve { child, lines };
@@ -131,9 +136,10 @@ impl Serve {
                 return line.clone();
             }
             let left = deadline.saturating_duration_since(Instant::now());
+            let closed = lines.iter().filter(|l| *l == CLOSED).count() == 2;
             assert!(
-                !left.is_zero(),
-                "no line with {needle:?} from serve in {timeout:?}:\n{}",
+                !left.is_zero() && !closed,
+                "no line with {needle:?} from serve (it exited, or {timeout:?} passed):\n{}",
                 lines.join("\n")
             );
             lines = cv.wait_timeout(lines, left).unwrap().0;
@@ -177,11 +183,20 @@ impl Drop for Serve {
     }
 }
 
-/// `serve` against the test server, with its data in `data` and the bridge on a free port.
-fn serve_external(server: &TestServer, data: &Path) -> Serve {
+/// The bridge's token in these tests.
+const TOKENS: &str = "ops-token=operator:ops";
+
+/// `serve` against the test server, with its data in `data` and the bridge on a free port (on only
+/// `with_bridge`, which gives it tokens). Returns the bridge's address too.
+fn serve_external(server: &TestServer, data: &Path, with_bridge: bool) -> (Serve, String) {
     let listen = format!("127.0.0.1:{}", free_port().expect("a free port"));
     let data = data.to_str().expect("a UTF-8 temp path");
-    Serve::start(
+    let envs: &[(&str, &str)] = if with_bridge {
+        &[("ORCH_TOKENS", TOKENS)]
+    } else {
+        &[]
+    };
+    let serve = Serve::start(
         &[
             "--nats-url",
             &server.url(),
@@ -190,8 +205,42 @@ fn serve_external(server: &TestServer, data: &Path) -> Serve {
             "--listen",
             &listen,
         ],
-        &[],
+        envs,
+    );
+    (serve, listen)
+}
+
+/// `GET path` on the bridge as the operator: the status and the body. Retries the connection for a
+/// few seconds (the bridge binds its port as it starts).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut stream = loop {
+        match std::net::TcpStream::connect(addr) {
+            Ok(stream) => break stream,
+            Err(e) if Instant::now() > deadline => {
+                panic!("the bridge at {addr} does not answer: {e}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer ops-token\r\nConnection: close\r\n\r\n"
     )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
 }
 
 fn json(line: &str) -> Value {
@@ -208,7 +257,12 @@ fn process_exists(pid: i32) -> bool {
 async fn commands_then_history_state_tail_and_verify() {
     let server = TestServer::start_default().await;
     let url = server.url();
-    let _serve = serve_external(&server, &server.dir().join("data"));
+    let (serve, _) = serve_external(&server, &server.dir().join("data"), false);
+    let http = serve.wait_for("HTTP:", Duration::ZERO);
+    assert!(
+        http.contains("off: no tokens"),
+        "no tokens, no bridge: {http}"
+    );
 
     let out = send(
         &url,
@@ -368,7 +422,8 @@ async fn rebuild_refuses_while_serving_then_serves_the_same_data() {
     let url = server.url();
     let data = server.dir().join("data");
     let data_arg = data.to_str().unwrap();
-    let mut serve = serve_external(&server, &data);
+    let (mut serve, listen) = serve_external(&server, &data, true);
+    assert!(serve.wait_for("HTTP:", Duration::ZERO).contains(&listen));
     assert_eq!(
         send(&url, &["vm", "register", "vm-1", "--capacity", "4"]).code,
         0
@@ -379,6 +434,7 @@ async fn rebuild_refuses_while_serving_then_serves_the_same_data() {
         assert_eq!(send(&url, &["assign", s, "--policy", "spread"]).code, 0);
     }
     assert_eq!(send(&url, &["end", "a"]).code, 0);
+    assert_eq!(http_get(&listen, "/healthz").0, 200, "the bridge runs");
 
     let out = run(&url, &["rebuild", "--data-dir", data_arg]);
     assert_eq!(out.code, 1, "{out:?}");
@@ -410,10 +466,19 @@ async fn rebuild_refuses_while_serving_then_serves_the_same_data() {
         );
     }
 
-    let serve = serve_external(&server, &data);
+    let (serve, listen) = serve_external(&server, &data, true);
     serve.wait_for(
         "projections: resumed at checkpoint 6",
         Duration::from_secs(1),
+    );
+    let (status, body) = http_get(&listen, "/v1/sessions/a");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["status"], "ended", "{body}");
+    let (status, body) = http_get(&listen, "/v1/sessions/b");
+    assert_eq!(
+        (status, json(&body)["vm_id"].as_str()),
+        (200, Some("vm-1")),
+        "{body}"
     );
     let out = run(&url, &["verify"]);
     assert_eq!(out.code, 0, "{out:?}");
@@ -436,7 +501,7 @@ async fn serve_without_a_url_runs_supervises_and_stops_its_own_nats_server() {
             "--listen",
             &listen,
         ],
-        &[("NATS_SERVER_BIN", &bin)],
+        &[("NATS_SERVER_BIN", bin.to_str().unwrap())],
     );
     let url = format!("nats://127.0.0.1:{port}");
     let nats_line = serve.wait_for("NATS:", Duration::ZERO);

@@ -38,41 +38,46 @@ pub struct RebuildArgs {
     pub timeout: Duration,
 }
 
-/// Opens NATS: the URL given, the embedded port, or the data dir's own server started for the
-/// rebuild (returned so that it lives until the end).
-async fn open_nats(
-    args: &RebuildArgs,
-) -> Result<(async_nats::Client, Option<NatsServer>), CliError> {
+/// Connects to the URL given, or to the embedded port; `None` when no URL was given and nothing
+/// answers on the embedded port but the data dir holds an embedded server's store.
+async fn try_connect(args: &RebuildArgs) -> Result<Option<async_nats::Client>, CliError> {
     if let Some(url) = &args.nats_url {
-        return Ok((connect(url, "rebuild", args.timeout).await?, None));
+        return Ok(Some(connect(url, "rebuild", args.timeout).await?));
     }
     let url = format!("nats://127.0.0.1:{}", args.nats_port);
-    let nats_dir = args.data_dir.join("nats");
     match connect(&url, "rebuild", args.timeout).await {
-        Ok(client) => return Ok((client, None)),
-        Err(e) if !nats_dir.join(STORE_DIR).is_dir() => return Err(e),
-        Err(_) => {}
+        Ok(client) => Ok(Some(client)),
+        Err(_) if args.data_dir.join("nats").join(STORE_DIR).is_dir() => Ok(None),
+        Err(e) => Err(e),
     }
+}
+
+/// Starts the data dir's own nats-server on a free port, for the rebuild only.
+async fn start_data_dir_server(
+    args: &RebuildArgs,
+) -> Result<(async_nats::Client, NatsServer), CliError> {
     let bin = resolve_binary().map_err(|e| CliError::Failed(e.to_string()))?;
     let config = NatsServerConfig {
         // Reads only: the fsync mode does not matter, and `default` runs on every version.
         durability: Durability::Default,
-        ..NatsServerConfig::new(bin, nats_dir)
+        ..NatsServerConfig::new(bin, args.data_dir.join("nats"))
     };
     let server = NatsServer::start(config)
         .await
         .map_err(|e| CliError::Failed(format!("starting the data dir's nats-server: {e}")))?;
     eprintln!(
-        "nothing answers at {url}: started the data dir's nats-server {} at {} for the rebuild",
+        "nothing answers on port {}: started the data dir's nats-server {} at {} for the rebuild",
+        args.nats_port,
         server.version(),
         server.url()
     );
     let client = connect(&server.url(), "rebuild", args.timeout).await?;
-    Ok((client, Some(server)))
+    Ok((client, server))
 }
 
 /// Rebuilds.
 pub async fn run(args: RebuildArgs) -> Result<(), CliError> {
+    let connected = try_connect(&args).await?;
     let dir = args.data_dir.join("projections");
     let (store, opened) = Projections::open(&dir).map_err(|e| match e {
         ProjectionError::Locked { path } => CliError::Failed(format!(
@@ -82,7 +87,13 @@ pub async fn run(args: RebuildArgs) -> Result<(), CliError> {
         other => CliError::Failed(other.to_string()),
     })?;
     tracing::info!(outcome = ?opened, path = %dir.display(), "projection store opened");
-    let (client, mut server) = open_nats(&args).await?;
+    let (client, mut server) = match connected {
+        Some(client) => (client, None),
+        None => {
+            let (client, server) = start_data_dir_server(&args).await?;
+            (client, Some(server))
+        }
+    };
     let outcome = rebuild(&client, &args.cell, &store).await;
     // Best effort: everything was read.
     let _ = client.drain().await;

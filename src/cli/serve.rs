@@ -1,6 +1,5 @@
 //! `orchestrator serve`: its flags, turned into a [`ServeConfig`] for [`crate::serve::run`].
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::CliError;
 use crate::domain::DomainConfig;
+use crate::http::BridgeArgs;
 use crate::log::DEFAULT_LEASE_TTL;
 use crate::nats_server::Durability;
 use crate::serve::{NatsMode, Roles, ServeConfig, DEFAULT_EMBEDDED_PORT};
@@ -74,9 +74,9 @@ pub struct ServeArgs {
     /// The writer lease's time to live: a standby takes over within about this long.
     #[arg(long, env = "ORCH_LEASE_TTL", default_value_t = DEFAULT_LEASE_TTL.into())]
     pub lease_ttl: humantime::Duration,
-    /// Where the HTTP bridge listens.
-    #[arg(long, env = "ORCH_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    /// The HTTP bridge.
+    #[command(flatten)]
+    pub bridge: BridgeArgs,
 }
 
 impl ServeArgs {
@@ -126,13 +126,14 @@ impl ServeArgs {
             cell: self.cell.clone(),
             replicas: self.replicas,
             roles: self.roles(),
+            roles_explicit: !self.roles.is_empty(),
             domain: DomainConfig {
                 max_sessions_per_user: self.max_sessions_per_user,
                 idempotency_window_ms: window,
                 ..DomainConfig::default()
             },
             lease_ttl,
-            listen: self.listen,
+            bridge: self.bridge.clone(),
         })
     }
 }

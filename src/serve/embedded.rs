@@ -1,0 +1,136 @@
+//! The embedded `nats-server` of `serve`: which durability it runs, starting it, and supervising it
+//! (restarted when it exits unexpectedly, stopped on the way out).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::ServeError;
+use crate::nats_server::{
+    binary_version, resolve_binary, Durability, NatsServer, NatsServerConfig, NatsServerError,
+    ServerVersion,
+};
+
+/// The port the embedded `nats-server` listens on unless told otherwise; the client subcommands'
+/// default URL points at it.
+pub const DEFAULT_EMBEDDED_PORT: u16 = 4333;
+
+/// How often the embedded server is checked on.
+const SUPERVISE_EVERY: Duration = Duration::from_millis(250);
+
+/// Restarts of the embedded server that may fail in a row before `serve` gives up.
+const MAX_RESTART_FAILURES: u32 = 5;
+
+/// The `always`/`default` choice and what it means, for the start banner.
+pub fn durability_meaning(durability: Durability) -> &'static str {
+    match durability {
+        Durability::SyncAlways => {
+            "every event is fsynced before its command is acknowledged: an acknowledged command \
+             survives a power loss"
+        }
+        Durability::Default => {
+            "JetStream fsyncs every 2 minutes (60 s on 2.9): an acknowledged command survives a \
+             crash of the process, not a power loss of this machine"
+        }
+    }
+}
+
+/// The durability to run: the one asked for, else `always` when `version` supports it.
+pub fn choose_durability(asked: Option<Durability>, version: ServerVersion) -> Durability {
+    asked.unwrap_or(if Durability::SyncAlways.supported_by(version) {
+        Durability::SyncAlways
+    } else {
+        Durability::Default
+    })
+}
+
+pub(super) async fn start_embedded(
+    bin: Option<PathBuf>,
+    port: u16,
+    durability: Option<Durability>,
+    data_dir: &Path,
+) -> Result<NatsServer, ServeError> {
+    let bin = match bin {
+        Some(bin) => bin,
+        None => resolve_binary()?,
+    };
+    let probe = bin.clone();
+    let version = tokio::task::spawn_blocking(move || binary_version(&probe))
+        .await
+        .map_err(|join| NatsServerError::Process(std::io::Error::other(join)))??;
+    let durability = choose_durability(durability, version);
+    let config = NatsServerConfig {
+        port,
+        durability,
+        // Ctrl-C at a terminal must reach only `serve`, which drains its clients before it stops
+        // the server.
+        own_process_group: true,
+        ..NatsServerConfig::new(bin, data_dir.join("nats"))
+    };
+    tracing::info!(version = %version, port, durability = %durability, "starting the embedded nats-server");
+    let server = NatsServer::start(config).await?;
+    tracing::info!(
+        url = %server.url(),
+        pid = server.pid().unwrap_or(0),
+        durability = %durability,
+        meaning = durability_meaning(durability),
+        "embedded nats-server running"
+    );
+    Ok(server)
+}
+
+/// Restarts the server whenever it exits, until `nats_stop`; then stops it. Gives up (and fires
+/// `roles_stop`) after [`MAX_RESTART_FAILURES`] failed restarts in a row.
+pub(super) async fn supervise(
+    mut server: NatsServer,
+    nats_stop: CancellationToken,
+    roles_stop: CancellationToken,
+) -> Result<(), ServeError> {
+    let mut failures = 0;
+    let outcome = loop {
+        tokio::select! {
+            _ = nats_stop.cancelled() => break Ok(()),
+            _ = tokio::time::sleep(SUPERVISE_EVERY) => {}
+        }
+        if server.is_running() {
+            continue;
+        }
+        tracing::error!(
+            port = server.port(),
+            "embedded nats-server exited unexpectedly, restarting it"
+        );
+        match server.restart().await {
+            Ok(()) => {
+                failures = 0;
+                tracing::warn!(
+                    pid = server.pid().unwrap_or(0),
+                    port = server.port(),
+                    "embedded nats-server restarted"
+                );
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::error!(error = %e, failures, "restarting the embedded nats-server failed");
+                if failures >= MAX_RESTART_FAILURES {
+                    roles_stop.cancel();
+                    break Err(ServeError::NatsServerLost {
+                        failures,
+                        last: e.to_string(),
+                    });
+                }
+                tokio::select! {
+                    _ = nats_stop.cancelled() => break Ok(()),
+                    _ = tokio::time::sleep(Duration::from_millis(500) * failures) => {}
+                }
+            }
+        }
+    };
+    tracing::info!(
+        pid = server.pid().unwrap_or(0),
+        "stopping the embedded nats-server"
+    );
+    server.stop().await?;
+    tracing::info!("embedded nats-server stopped");
+    outcome
+}
