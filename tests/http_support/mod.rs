@@ -130,6 +130,21 @@ impl Harness {
         }
     }
 
+    /// Another bridge over the same NATS and projections: its own in-flight keys, rate buckets
+    /// and metrics, as when many run side by side.
+    pub async fn another_bridge(&self) -> Router {
+        let state = AppState::new(
+            &args(),
+            self.client.clone(),
+            CellId::default_cell(),
+            self.store.clone(),
+            self.stop.clone(),
+        )
+        .await
+        .expect("the bridge's state");
+        router(state)
+    }
+
     /// Sends a request through the router.
     pub async fn send(&self, req: Request<Body>) -> Answer {
         let response = self.router.clone().oneshot(req).await.expect("infallible");
