@@ -16,6 +16,7 @@
 //! - [`bench`]: the benchmark that compares the orchestrator with raw NATS in the same run.
 
 pub mod admin;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod domain;

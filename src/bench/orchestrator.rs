@@ -1,0 +1,302 @@
+//! The orchestrator over NATS: an in-process writer ([`crate::writer::run`]) and 1, 16, 256...
+//! concurrent clients ([`CommandClient`]), each looping over its own sessions (start, assign by
+//! policy, pause, resume, end) so that user quotas hold, after 1,000 VMs are registered.
+//!
+//! Client tasks and the writer share this process's runtime: on a small machine they compete for
+//! the same cores as each other and as the NATS server.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use orchestrator_events::{Actor, CellId, CommandId, EndReason, GameId, SessionId, UserId};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::stats::{per_second, Latency, Samples};
+use super::workload::{requirements, vm_id, vm_labels, VM_CAPACITY};
+use super::{BenchError, Plan};
+use crate::client::{ClientError, CommandClient};
+use crate::domain::command::{AssignVm, EndSession, RegisterVm, SessionRef, StartSession};
+use crate::domain::Command;
+use crate::writer::{self, Reply, WriterConfig};
+
+/// How long a client waits for one answer.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the writer may take to come up and answer.
+const WRITER_READY: Duration = Duration::from_secs(30);
+
+/// Concurrent registrations while the pool is set up.
+const REGISTRATION_TASKS: usize = 32;
+
+/// What one level of concurrency achieved.
+#[derive(Debug, Clone, Serialize)]
+pub struct LevelFigures {
+    /// Concurrent clients, each with one command outstanding.
+    pub clients: usize,
+    /// Commands answered (accepted or rejected).
+    pub commands: u64,
+    /// Over how long, in seconds.
+    pub seconds: f64,
+    /// Commands answered per second.
+    pub per_second: f64,
+    /// Each command's round trip, from send to answer.
+    pub latency: Latency,
+    /// Commands the writer rejected, by code (the workload expects none).
+    pub rejected: BTreeMap<String, u64>,
+    /// Commands that got no answer (timeouts, no writer).
+    pub errors: u64,
+}
+
+/// Everything the orchestrator phase measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrchestratorFigures {
+    /// VMs registered before the levels ran.
+    pub vms: u32,
+    /// How long registering them took, in seconds.
+    pub registration_seconds: f64,
+    /// One entry per level of concurrency.
+    pub levels: Vec<LevelFigures>,
+}
+
+async fn connect(url: &str) -> Result<async_nats::Client, BenchError> {
+    async_nats::connect(url)
+        .await
+        .map_err(|e| BenchError::Nats(format!("connect to {url}: {e}")))
+}
+
+fn new_command_id() -> CommandId {
+    // A UUID is printable ASCII without spaces: always a valid command id.
+    CommandId::parse(uuid::Uuid::new_v4().to_string()).expect("a valid command id")
+}
+
+fn parse<T: std::str::FromStr>(s: String) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    // Ids built here from letters, digits and '-' only: always valid.
+    s.parse().expect("a valid benchmark id")
+}
+
+fn register(i: u32) -> Command {
+    Command::RegisterVm(RegisterVm {
+        vm_id: vm_id(i),
+        capacity: VM_CAPACITY,
+        labels: vm_labels(),
+    })
+}
+
+/// Registers the pool, waiting for the writer to answer the first registration.
+async fn register_pool(client: &CommandClient, vms: u32) -> Result<Duration, BenchError> {
+    let operator = Actor::operator("ops-bench");
+    let first_id = new_command_id();
+    let deadline = Instant::now() + WRITER_READY;
+    loop {
+        match client.send(&first_id, &operator, &register(0)).await {
+            Ok(Reply::Accepted { .. }) => break,
+            Ok(Reply::Rejected { code, message, .. }) => {
+                return Err(BenchError::Setup(format!(
+                    "registering vm 0: {code}: {message}"
+                )))
+            }
+            Err(ClientError::NoWriter(_) | ClientError::Timeout(_))
+                if Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => {
+                return Err(BenchError::Setup(format!(
+                    "the writer does not answer: {e}"
+                )))
+            }
+        }
+    }
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..REGISTRATION_TASKS as u32 {
+        let client = client.clone();
+        let operator = operator.clone();
+        tasks.spawn(async move {
+            for i in (1..vms).filter(|i| i % REGISTRATION_TASKS as u32 == t) {
+                match client
+                    .send(&new_command_id(), &operator, &register(i))
+                    .await
+                {
+                    Ok(Reply::Accepted { .. }) => {}
+                    Ok(Reply::Rejected { code, .. }) => return Err(format!("vm {i}: {code}")),
+                    Err(e) => return Err(format!("vm {i}: {e}")),
+                }
+            }
+            Ok(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.map_err(|e| BenchError::Setup(e.to_string()))?
+            .map_err(|e| BenchError::Setup(format!("registering the pool: {e}")))?;
+    }
+    Ok(started.elapsed())
+}
+
+struct ClientOutcome {
+    samples: Samples,
+    rejected: BTreeMap<String, u64>,
+    errors: u64,
+}
+
+/// One client: its own user, its sessions one after the other, five commands each.
+async fn client_loop(
+    client: CommandClient,
+    level: usize,
+    k: usize,
+    deadline: Instant,
+    budget: Arc<AtomicI64>,
+) -> ClientOutcome {
+    let user: UserId = parse(format!("user-l{level}-c{k}"));
+    let actor = Actor::user(user.as_str());
+    let game: GameId = parse(format!("game-{:03}", k % 200));
+    let mut out = ClientOutcome {
+        samples: Samples::with_capacity(4096),
+        rejected: BTreeMap::new(),
+        errors: 0,
+    };
+    for n in 0.. {
+        let session_id: SessionId = parse(format!("s-l{level}-c{k}-{n}"));
+        let steps = [
+            Command::StartSession(StartSession {
+                session_id: Some(session_id.clone()),
+                user_id: user.clone(),
+                game_id: game.clone(),
+                requirements: requirements(),
+            }),
+            Command::AssignVm(AssignVm {
+                session_id: session_id.clone(),
+                vm_id: None,
+                policy: None,
+            }),
+            Command::PauseSession(SessionRef {
+                session_id: session_id.clone(),
+            }),
+            Command::ResumeSession(SessionRef {
+                session_id: session_id.clone(),
+            }),
+            Command::EndSession(EndSession {
+                session_id,
+                reason: EndReason::User,
+            }),
+        ];
+        for command in &steps {
+            if Instant::now() >= deadline || budget.fetch_sub(1, Ordering::Relaxed) <= 0 {
+                return out;
+            }
+            let id = new_command_id();
+            let started = Instant::now();
+            let reply = client.send(&id, &actor, command).await;
+            out.samples.push(started.elapsed());
+            match reply {
+                Ok(Reply::Accepted { .. }) => {}
+                Ok(Reply::Rejected { code, .. }) => *out.rejected.entry(code).or_default() += 1,
+                Err(_) => out.errors += 1,
+            }
+        }
+    }
+    out
+}
+
+async fn run_level(
+    client: &CommandClient,
+    clients: usize,
+    plan: &Plan,
+) -> Result<LevelFigures, BenchError> {
+    tracing::info!(
+        clients,
+        seconds = plan.duration.as_secs_f64(),
+        "orchestrator: commands"
+    );
+    let budget = Arc::new(AtomicI64::new(
+        i64::try_from(plan.max_commands).unwrap_or(i64::MAX),
+    ));
+    let started = Instant::now();
+    let deadline = started + plan.duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in 0..clients {
+        tasks.spawn(client_loop(
+            client.clone(),
+            clients,
+            k,
+            deadline,
+            budget.clone(),
+        ));
+    }
+    let mut samples = Samples::default();
+    let mut rejected = BTreeMap::new();
+    let mut errors = 0;
+    while let Some(done) = tasks.join_next().await {
+        let out = done.map_err(|e| BenchError::Setup(e.to_string()))?;
+        samples.extend(out.samples);
+        for (code, n) in out.rejected {
+            *rejected.entry(code).or_default() += n;
+        }
+        errors += out.errors;
+    }
+    let elapsed = started.elapsed();
+    let commands = samples.len() as u64;
+    Ok(LevelFigures {
+        clients,
+        commands,
+        seconds: elapsed.as_secs_f64(),
+        per_second: per_second(commands, elapsed),
+        latency: samples.summary(),
+        rejected,
+        errors,
+    })
+}
+
+/// Runs the writer in this process against the server at `url`, registers the pool, and measures
+/// each level of concurrency of `plan`.
+pub async fn measure(
+    url: &str,
+    plan: &Plan,
+    data_dir: &std::path::Path,
+) -> Result<OrchestratorFigures, BenchError> {
+    let cell: CellId = parse("bench".to_owned());
+    let writer_client = connect(url).await?;
+    let config = WriterConfig {
+        data_dir: Some(data_dir.to_path_buf()),
+        max_in_flight: plan.in_flight,
+        ..WriterConfig::new(cell.clone())
+    };
+    let shutdown = CancellationToken::new();
+    let writer_task = tokio::spawn(writer::run(writer_client.clone(), config, shutdown.clone()));
+    let client = CommandClient::new(connect(url).await?, cell, COMMAND_TIMEOUT);
+    let measured = async {
+        tracing::info!(vms = plan.vms, "orchestrator: registering the pool");
+        let registration = register_pool(&client, plan.vms).await?;
+        let mut levels = Vec::with_capacity(plan.clients.len());
+        for &clients in &plan.clients {
+            levels.push(run_level(&client, clients, plan).await?);
+        }
+        Ok::<_, BenchError>(OrchestratorFigures {
+            vms: plan.vms,
+            registration_seconds: registration.as_secs_f64(),
+            levels,
+        })
+    }
+    .await;
+    shutdown.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(30), writer_task).await;
+    let _ = client.nats().drain().await;
+    let _ = writer_client.drain().await;
+    match stopped {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => return Err(e.into()),
+        Ok(Err(e)) => return Err(BenchError::Setup(format!("writer task: {e}"))),
+        Err(_) => {
+            return Err(BenchError::Setup(
+                "the writer did not stop within 30 s".into(),
+            ))
+        }
+    }
+    measured
+}

@@ -1,0 +1,412 @@
+//! The benchmark's report: what it measured per durability mode, the targets it checks, and the one
+//! table it prints (Markdown, so that it pastes into the docs as it is).
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::http::HttpFigures;
+use super::memory::MemoryFigures;
+use super::orchestrator::{LevelFigures, OrchestratorFigures};
+use super::raw::RawFigures;
+use super::rebuild::{ColdStartFigures, RebuildFigures};
+use super::stats::thousands;
+
+/// Everything one run measured. Serialised as the JSON output.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Where it ran.
+    pub machine: Machine,
+    /// The NATS server it started.
+    pub server: ServerInfo,
+    /// How it ran.
+    pub settings: Settings,
+    /// What the reader must know to read the figures.
+    pub notes: Vec<String>,
+    /// The writer's memory per live session (the same in every mode: no NATS involved).
+    pub memory: Option<MemoryFigures>,
+    /// One entry per durability mode asked for.
+    pub modes: Vec<ModeReport>,
+    /// The HTTP bridge phase.
+    pub http: HttpFigures,
+    /// Each target, met or missed.
+    pub targets: Vec<TargetResult>,
+}
+
+/// The machine.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// CPUs this process may use.
+    pub cpus: usize,
+    /// The CPU's model name.
+    pub cpu_model: String,
+    /// Physical memory, in bytes.
+    pub memory_bytes: u64,
+}
+
+/// The server binary.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerInfo {
+    /// Its path.
+    pub bin: String,
+    /// Its version.
+    pub version: String,
+}
+
+/// The run's settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// A smoke run.
+    pub quick: bool,
+    /// Events in the rebuild and cold-start stream.
+    pub events: u64,
+    /// Each timed phase's length, in seconds.
+    pub phase_seconds: f64,
+    /// The most commands per level of concurrency.
+    pub max_commands_per_level: u64,
+    /// The levels of concurrency.
+    pub clients: Vec<usize>,
+    /// VMs registered.
+    pub vms: u32,
+    /// Appends in flight at most, for the writer and the raw pipelined publisher.
+    pub in_flight: usize,
+}
+
+/// One durability mode.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModeReport {
+    /// `default` or `always`.
+    pub mode: String,
+    /// Why it did not run, when it did not.
+    pub not_supported: Option<String>,
+    /// What it measured, when it ran.
+    pub figures: Option<ModeFigures>,
+}
+
+/// The figures of one mode.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModeFigures {
+    /// The raw NATS limits.
+    pub raw: RawFigures,
+    /// The orchestrator over NATS.
+    pub orchestrator: OrchestratorFigures,
+    /// The projection rebuild.
+    pub rebuild: RebuildFigures,
+    /// The writer's cold start.
+    pub cold_start: ColdStartFigures,
+}
+
+/// A target and whether this run met it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetResult {
+    /// The mode it was checked in (`None`: mode-independent).
+    pub mode: Option<String>,
+    /// What is required.
+    pub target: String,
+    /// What was measured.
+    pub measured: String,
+    /// Whether it was met.
+    pub pass: bool,
+}
+
+fn level(figures: &ModeFigures, clients: usize) -> Option<&LevelFigures> {
+    figures
+        .orchestrator
+        .levels
+        .iter()
+        .find(|l| l.clients == clients)
+}
+
+fn busiest(figures: &ModeFigures) -> Option<&LevelFigures> {
+    figures.orchestrator.levels.iter().max_by_key(|l| l.clients)
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        f64::NAN
+    }
+}
+
+/// Checks every target against the figures.
+pub fn evaluate(memory: Option<&MemoryFigures>, modes: &[ModeReport]) -> Vec<TargetResult> {
+    let mut out = Vec::new();
+    for m in modes {
+        let Some(f) = &m.figures else { continue };
+        let mode = Some(m.mode.clone());
+        let raw_rate = f.raw.pipelined.per_second;
+        if let Some(l) = level(f, 256).or_else(|| busiest(f)) {
+            let r = ratio(l.per_second, raw_rate);
+            out.push(TargetResult {
+                mode: mode.clone(),
+                target: format!(
+                    "throughput at {} clients >= 50% of raw pipelined",
+                    l.clients
+                ),
+                measured: format!(
+                    "{:.0}% ({}/s of {}/s)",
+                    r * 100.0,
+                    thousands(l.per_second),
+                    thousands(raw_rate)
+                ),
+                pass: r >= 0.5,
+            });
+            if m.mode == "always" {
+                out.push(TargetResult {
+                    mode: mode.clone(),
+                    target: format!(
+                        "with sync always, throughput at {} clients >= raw per-message rate",
+                        l.clients
+                    ),
+                    measured: format!("{}/s vs {}/s", thousands(l.per_second), thousands(raw_rate)),
+                    pass: l.per_second >= raw_rate,
+                });
+            }
+        }
+        if let Some(l) = level(f, 1) {
+            let r = ratio(l.latency.p99_us, f.raw.sequential.p99_us);
+            out.push(TargetResult {
+                mode: mode.clone(),
+                target: "p99 at 1 client <= 3x raw sequential p99".into(),
+                measured: format!(
+                    "{r:.1}x ({:.3} ms vs {:.3} ms)",
+                    l.latency.p99_us / 1e3,
+                    f.raw.sequential.p99_us / 1e3
+                ),
+                pass: r <= 3.0,
+            });
+        }
+        let r = ratio(f.rebuild.rebuild.per_second, f.rebuild.replay.per_second);
+        out.push(TargetResult {
+            mode: mode.clone(),
+            target: "projection rebuild >= 50% of raw replay".into(),
+            measured: format!(
+                "{:.0}% ({}/s of {}/s)",
+                r * 100.0,
+                thousands(f.rebuild.rebuild.per_second),
+                thousands(f.rebuild.replay.per_second)
+            ),
+            pass: r >= 0.5,
+        });
+        let c = &f.cold_start;
+        let scale = if c.events == 1_000_000 {
+            String::new()
+        } else {
+            format!(
+                " (run with {} events, target is for 1,000,000)",
+                thousands(c.events as f64)
+            )
+        };
+        out.push(TargetResult {
+            mode,
+            target: "writer cold start from a snapshot, 1M events <= 2 s".into(),
+            measured: format!("{:.2} s{scale}", c.with_snapshot_seconds),
+            pass: c.with_snapshot_seconds <= 2.0,
+        });
+    }
+    if let Some(mem) = memory {
+        out.push(TargetResult {
+            mode: None,
+            target: "writer memory <= 1 KiB per live session".into(),
+            measured: format!("{:.0} B/session", mem.bytes_per_session),
+            pass: mem.bytes_per_session <= 1024.0,
+        });
+    }
+    out
+}
+
+fn row(text: &mut String, cells: [&str; 5]) {
+    let _ = writeln!(text, "| {} |", cells.join(" | "));
+}
+
+fn rate(x: f64, unit: &str) -> String {
+    format!("{} {unit}", thousands(x))
+}
+
+impl BenchReport {
+    /// The report as printed: a short header, the table, the targets.
+    pub fn render(&self) -> String {
+        let mut t = String::new();
+        let _ = writeln!(
+            t,
+            "nats-server {} ({}); {} CPUs ({}); {:.1} GiB RAM",
+            self.server.version,
+            self.server.bin,
+            self.machine.cpus,
+            self.machine.cpu_model,
+            self.machine.memory_bytes as f64 / (1u64 << 30) as f64
+        );
+        let s = &self.settings;
+        let _ = writeln!(
+            t,
+            "{} events; {:.1} s per phase (at most {} commands per level); clients {:?}; {} VMs; {} appends in flight{}",
+            thousands(s.events as f64),
+            s.phase_seconds,
+            thousands(s.max_commands_per_level as f64),
+            s.clients,
+            s.vms,
+            s.in_flight,
+            if s.quick { "; QUICK smoke run" } else { "" }
+        );
+        for note in &self.notes {
+            let _ = writeln!(t, "note: {note}");
+        }
+        let _ = writeln!(t);
+        row(
+            &mut t,
+            [
+                "mode",
+                "figure",
+                "orchestrator",
+                "raw NATS limit (same run)",
+                "ratio",
+            ],
+        );
+        row(&mut t, ["---", "---", "---:", "---:", "---:"]);
+        for m in &self.modes {
+            let mode = m.mode.as_str();
+            let Some(f) = &m.figures else {
+                let why = m.not_supported.as_deref().unwrap_or("not run");
+                row(&mut t, [mode, "all figures", why, "-", "-"]);
+                continue;
+            };
+            let raw_rate = f.raw.pipelined.per_second;
+            let raw_rate_text = format!(
+                "{} pipelined ({} in flight)",
+                rate(raw_rate, "msg/s"),
+                f.raw.in_flight
+            );
+            for l in &f.orchestrator.levels {
+                row(
+                    &mut t,
+                    [
+                        mode,
+                        &format!(
+                            "commands/s, {} client{}",
+                            l.clients,
+                            if l.clients == 1 { "" } else { "s" }
+                        ),
+                        &rate(l.per_second, "cmd/s"),
+                        &raw_rate_text,
+                        &format!("{:.3}", ratio(l.per_second, raw_rate)),
+                    ],
+                );
+            }
+            for l in &f.orchestrator.levels {
+                let faults: u64 = l.rejected.values().sum::<u64>() + l.errors;
+                let faults = if faults > 0 {
+                    format!(" ({faults} rejected/failed)")
+                } else {
+                    String::new()
+                };
+                row(
+                    &mut t,
+                    [
+                        mode,
+                        &format!(
+                            "latency p50/p99/p999, {} client{}",
+                            l.clients,
+                            if l.clients == 1 { "" } else { "s" }
+                        ),
+                        &format!("{}{faults}", l.latency.show()),
+                        &format!("{} sequential", f.raw.sequential.show()),
+                        &format!(
+                            "p99 {:.1}x",
+                            ratio(l.latency.p99_us, f.raw.sequential.p99_us)
+                        ),
+                    ],
+                );
+            }
+            let rb = &f.rebuild;
+            row(
+                &mut t,
+                [
+                    mode,
+                    &format!("projection rebuild, {} events", thousands(rb.events as f64)),
+                    &rate(rb.rebuild.per_second, "ev/s"),
+                    &format!("{} replay", rate(rb.replay.per_second, "ev/s")),
+                    &format!("{:.3}", ratio(rb.rebuild.per_second, rb.replay.per_second)),
+                ],
+            );
+            row(
+                &mut t,
+                [
+                    mode,
+                    &format!("raw fill of that stream ({})", rb.fill_method),
+                    "-",
+                    &rate(rb.fill.per_second, "msg/s"),
+                    "-",
+                ],
+            );
+            let c = &f.cold_start;
+            let replay_s = rb.replay.seconds;
+            row(
+                &mut t,
+                [
+                    mode,
+                    &format!(
+                        "writer cold start, no snapshot, {} events",
+                        thousands(c.events as f64)
+                    ),
+                    &format!("{:.2} s", c.without_snapshot_seconds),
+                    &format!("{replay_s:.2} s replay"),
+                    &format!("{:.1}x", ratio(c.without_snapshot_seconds, replay_s)),
+                ],
+            );
+            row(
+                &mut t,
+                [
+                    mode,
+                    &format!(
+                        "writer cold start, snapshot ({:.1} MiB), {} events",
+                        c.snapshot_bytes as f64 / (1u64 << 20) as f64,
+                        thousands(c.events as f64)
+                    ),
+                    &format!("{:.2} s", c.with_snapshot_seconds),
+                    "-",
+                    "-",
+                ],
+            );
+            if let Some(mem) = &self.memory {
+                row(
+                    &mut t,
+                    [
+                        mode,
+                        &format!(
+                            "writer memory, {} live sessions",
+                            thousands(mem.sessions as f64)
+                        ),
+                        &format!("{:.0} B/session", mem.bytes_per_session),
+                        "-",
+                        "-",
+                    ],
+                );
+            }
+            let http = match &self.http {
+                HttpFigures::NotBuilt { note } => note.clone(),
+                HttpFigures::Measured { .. } => "see JSON".into(),
+            };
+            row(
+                &mut t,
+                [mode, "HTTP bridge, writes and reads", &http, "-", "-"],
+            );
+        }
+        let _ = writeln!(t);
+        let _ = writeln!(t, "targets:");
+        for r in &self.targets {
+            let _ = writeln!(
+                t,
+                "  [{}] {}{}: {}",
+                if r.pass { "PASS" } else { "MISS" },
+                r.mode
+                    .as_deref()
+                    .map(|m| format!("{m}: "))
+                    .unwrap_or_default(),
+                r.target,
+                r.measured
+            );
+        }
+        t
+    }
+}
