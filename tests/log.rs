@@ -223,6 +223,34 @@ async fn append_checks_the_expected_sequence() {
 }
 
 #[tokio::test]
+async fn a_pipelined_append_is_fenced_by_the_previous_command_id() {
+    let (_s, js) = setup().await;
+    let (appender, reader) = ready(&js).await;
+    appender.append(&paused(1, "s1"), 0).await.unwrap();
+    // A stale writer decided cmd-2 and then cmd-3 after it; cmd-2 never landed, and meanwhile another
+    // writer appended exactly one event. cmd-3's expected sequence now matches by accident.
+    appender.append(&paused(9, "s1"), 1).await.unwrap();
+    let fenced = appender
+        .send_after(&paused(3, "s1"), 2, Some("cmd-2"))
+        .await
+        .unwrap()
+        .await;
+    assert!(
+        matches!(fenced, Err(LogError::WrongLastSequence { expected: 2, .. })),
+        "{fenced:?}"
+    );
+    assert_eq!(reader.last_seq().await.unwrap(), 2, "nothing stored");
+    // The previous command id, when it is the last event, lets the append through.
+    let ok = appender
+        .send_after(&paused(3, "s1"), 2, Some("cmd-9"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(ok.seq, 3);
+}
+
+#[tokio::test]
 async fn duplicate_command_id_is_reported() {
     let (_s, js) = setup().await;
     let (appender, reader) = ready(&js).await;

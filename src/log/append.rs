@@ -90,6 +90,22 @@ impl Appender {
         env: &Envelope,
         expected_last_seq: u64,
     ) -> Result<PendingAppend, LogError> {
+        self.send_after(env, expected_last_seq, None).await
+    }
+
+    /// Like [`Appender::send`], and when `previous_command_id` is given, also sends
+    /// `Nats-Expected-Last-Msg-Id` with it: the server stores the event only if the stream's last
+    /// message is that command's event. A pipelined append names the append before it, so it can
+    /// never be stored after someone else's event even when the sequence happens to match (another
+    /// writer appended exactly as many events as failed before it). Only for a previous append still
+    /// in flight: the server's memory of the last message id is only certain within the duplicate
+    /// window.
+    pub async fn send_after(
+        &self,
+        env: &Envelope,
+        expected_last_seq: u64,
+        previous_command_id: Option<&str>,
+    ) -> Result<PendingAppend, LogError> {
         let command_id = env.command_id.parse::<HeaderValue>().map_err(|_| {
             LogError::InvalidEnvelope(format!(
                 "command id {:?} is not a valid header value",
@@ -102,6 +118,14 @@ impl Appender {
             HeaderValue::from(expected_last_seq),
         );
         headers.insert(header::NATS_MESSAGE_ID, command_id);
+        if let Some(previous) = previous_command_id {
+            let previous = previous.parse::<HeaderValue>().map_err(|_| {
+                LogError::InvalidEnvelope(format!(
+                    "command id {previous:?} is not a valid header value"
+                ))
+            })?;
+            headers.insert(header::NATS_EXPECTED_LAST_MESSAGE_ID, previous);
+        }
         headers.insert(EVENT_TYPE_HEADER, env.event.event_type().as_str());
         headers.insert(SCHEMA_VERSION_HEADER, HeaderValue::from(CURRENT_VERSION));
         let payload = codec::encode(env);
@@ -189,8 +213,11 @@ fn publish_error(err: jetstream::context::PublishError, expected: u64, stream: &
         {
             LogError::InvalidEnvelope(err.to_string())
         }
-        PublishErrorKind::WrongLastMessageId | PublishErrorKind::Other => {
-            LogError::Jetstream(err.to_string())
-        }
+        // The stream's last event is not the one this append was decided after: the same conflict.
+        PublishErrorKind::WrongLastMessageId => LogError::WrongLastSequence {
+            expected,
+            actual: None,
+        },
+        PublishErrorKind::Other => LogError::Jetstream(err.to_string()),
     }
 }

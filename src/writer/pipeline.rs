@@ -242,9 +242,14 @@ impl Pipeline<'_> {
                 let expected = self.state.last_seq;
                 let seq = expected + 1;
                 span.record("seq", seq);
+                // The newest append still in flight, if any: this one is decided after it.
+                let previous = self.inflight.iter().rev().find_map(|e| match &e.outcome {
+                    Outcome::Append { env, .. } => Some(env.command_id.clone()),
+                    _ => None,
+                });
                 let ack: AckFuture = match self
                     .appender
-                    .send(&env, expected)
+                    .send_after(&env, expected, previous.as_deref())
                     .instrument(span.clone())
                     .await
                 {
@@ -275,18 +280,35 @@ impl Pipeline<'_> {
 
     /// Handles the head's ack. An error means the pipeline must be recovered.
     async fn on_ack(&mut self, ack: Result<Appended, LogError>) -> Result<(), LogError> {
-        let appended = ack?;
+        let appended = match ack {
+            Ok(appended) => appended,
+            Err(e) => {
+                // The head's ack has completed and must not be polled again: keep only its
+                // request, which the recovery decides again.
+                if let Some(head) = self.inflight.front_mut() {
+                    head.outcome = Outcome::Ready(unavailable());
+                }
+                return Err(e);
+            }
+        };
         let Some(Entry {
             reply_to,
             json,
+            request,
             outcome: Outcome::Append { seq, env, .. },
-            ..
         }) = self.inflight.pop_front()
         else {
             return Ok(());
         };
         if appended.duplicate || appended.seq != seq {
-            // The log holds this command id elsewhere: our state is not the log's.
+            // The log holds this command id elsewhere: our state is not the log's. Keep the
+            // request for the recovery to decide again (it finds the command id in the log).
+            self.inflight.push_front(Entry {
+                reply_to,
+                json,
+                request,
+                outcome: Outcome::Ready(unavailable()),
+            });
             return Err(LogError::Jetstream(format!(
                 "append expected at {seq} stored at {} (duplicate: {})",
                 appended.seq, appended.duplicate
@@ -317,16 +339,20 @@ impl Pipeline<'_> {
     ) -> Result<bool, WriterError> {
         let entries: Vec<Entry> = self.inflight.drain(..).collect();
         let mut requests = Vec::with_capacity(entries.len());
+        let mut acks = Vec::new();
         for e in entries {
             if let Outcome::Append { ack, .. } = e.outcome {
-                // Later appends expected the failed one: they fail too, or are stored and then found
-                // in the log by their command id. Either way, wait for the server's word.
-                let _ = tokio::time::timeout(Duration::from_secs(10), ack).await;
+                acks.push(ack);
             }
             if let Some(req) = e.request {
                 requests.push((e.reply_to, e.json, req));
             }
         }
+        // Later appends expected the failed one: they fail too, or are stored and then found in
+        // the log by their command id. Either way, wait for the server's word, on all of them at
+        // once: an ack's timeout only starts when it is first polled, so waiting for them one by
+        // one would take one timeout per lost ack.
+        let _ = tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(acks)).await;
         if !self.resync(lost, shutdown).await? {
             for (reply_to, json, _) in requests {
                 self.reply_now(reply_to, json, unavailable()).await;
