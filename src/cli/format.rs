@@ -172,3 +172,36 @@ pub fn details(event: &Event) -> String {
         Event::VmDrained { vm_id } | Event::VmRetired { vm_id } => format!("VM {vm_id}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn points_are_sequences_or_times() {
+        assert_eq!(parse_point("42"), Ok(Point::Seq(42)));
+        assert_eq!(
+            parse_point("2026-01-02T03:04:05.678Z"),
+            Ok(Point::Time(1_767_323_045_678))
+        );
+        assert_eq!(
+            parse_point("2026-01-02 03:04:05"),
+            Ok(Point::Time(1_767_323_045_000))
+        );
+        assert!(parse_point("yesterday").is_err());
+        assert_eq!(time(1_767_323_045_678), "2026-01-02T03:04:05.678Z");
+    }
+
+    #[test]
+    fn actors_and_labels_parse() {
+        assert_eq!(parse_actor("user:u-1"), Ok(Actor::user("u-1")));
+        assert!(parse_actor("robot:x").is_err());
+        assert!(parse_actor("operator:").is_err());
+        assert!(parse_actor("alice").is_err());
+        let (k, v) = parse_label("region=eu-west").unwrap();
+        assert_eq!((k.as_str(), v.as_str()), ("region", "eu-west"));
+        assert!(parse_label("Region=eu").is_err());
+        assert!(parse_label("region").is_err());
+        assert_eq!(duration(61_005), "1m 1s 5ms");
+    }
+}

@@ -283,7 +283,15 @@ mod tests {
         assert_eq!(t.lifetime_ms, 2_300);
         assert_eq!(t.ongoing, None);
         let live = timeline(s, &events[..3]);
-        assert_eq!(live.time_in_state_ms["active"], 0);
-        assert_eq!(live.ongoing.unwrap().since_ms, 1_250);
+        assert_eq!(live.time_in_state_ms["active"], 1_000);
+        assert_eq!(
+            live.time_in_state_ms["paused"], 0,
+            "the open interval is not counted"
+        );
+        let ongoing = live.ongoing.expect("a paused session is ongoing");
+        assert_eq!(
+            (ongoing.status, ongoing.since_ms),
+            (SessionStatus::Paused, 2_250)
+        );
     }
 }

@@ -5,6 +5,7 @@
 //!   events as they come).
 //! - [`rebuild`], [`verify`]: operate the projections.
 //! - [`session`], [`vm`]: send commands to the cell's writer.
+//! - `bench` runs [`crate::bench`].
 //! - [`format`]: how times, labels, actors and events are shown and parsed.
 
 pub mod format;
@@ -85,6 +86,8 @@ pub enum CliCommand {
     /// VM operations: register, drain, retire.
     #[command(subcommand)]
     Vm(vm::VmCommand),
+    /// Measure the orchestrator against the raw NATS limit, on servers of its own.
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 impl Cli {
@@ -93,6 +96,7 @@ impl Cli {
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {
             CliCommand::Serve(_) => "info,async_nats=warn",
+            CliCommand::Bench(_) => "warn,orchestrator::bench=info",
             _ => "warn",
         }
     }
@@ -160,6 +164,10 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> ExitCode {
         CliCommand::Resume(args) => session::resume(args).await,
         CliCommand::End(args) => session::end(args).await,
         CliCommand::Vm(command) => vm::run(command).await,
+        CliCommand::Bench(args) => crate::bench::run(*args)
+            .await
+            .map(drop)
+            .map_err(|e| CliError::Failed(e.to_string())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

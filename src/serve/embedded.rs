@@ -60,6 +60,9 @@ pub(super) async fn start_embedded(
         .await
         .map_err(|join| NatsServerError::Process(std::io::Error::other(join)))??;
     let durability = choose_durability(durability, version);
+    if !durability.supported_by(version) {
+        return Err(NatsServerError::SyncAlwaysUnsupported { version }.into());
+    }
     let config = NatsServerConfig {
         port,
         durability,
