@@ -10,6 +10,7 @@
 //! - [`nats_server`]: starts and supervises a local `nats-server` (the embedded default, and tests).
 //! - [`writer`]: the cell's single writer: receives commands, decides, appends, replies.
 //! - [`projections`]: sled read models rebuilt from the log, with read-your-writes.
+//! - [`schemas`]: JSON Schemas of events, command requests and rejections, generated from the types.
 //! - [`http`]: the HTTP bridge the frontend uses.
 //! - [`cli`]: the `orchestrator` binary's subcommands.
 //! - [`serve`]: `orchestrator serve`: the roles in one process, with an embedded, supervised NATS.
@@ -24,5 +25,6 @@ pub mod http;
 pub mod log;
 pub mod nats_server;
 pub mod projections;
+pub mod schemas;
 pub mod serve;
 pub mod writer;

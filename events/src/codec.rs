@@ -11,6 +11,9 @@
 //!
 //! Upcasting 1 → 2 sets `command_digest` to 0 ("unknown").
 //!
+//! Every version's bytes are pinned by golden fixtures in `schemas/fixtures/` (one per event type and
+//! version, with the JSON each must decode to), checked by this crate's `tests/fixtures.rs`.
+//!
 //! Decoding never panics. Input longer than [`MAX_EVENT_BYTES`] is refused before it is parsed, and
 //! postcard reads each length prefix against the bytes that remain, so no allocation exceeds the input.
 
