@@ -1,0 +1,136 @@
+//! The bridge when parts of the system are missing: projections that lag (202 with the event but
+//! no state), no writer (503, retry with the same key), NATS gone (readiness 503, commands 503).
+
+mod http_support;
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use http_support::{args, Harness, Roles, ALICE, OPS};
+use serde_json::json;
+
+#[tokio::test]
+async fn lagging_projections_answer_202_with_the_event() {
+    let mut a = args();
+    a.read_your_writes_timeout = Duration::from_millis(100);
+    let h = Harness::start_with(
+        a,
+        Roles {
+            writer: true,
+            projector: false,
+        },
+    )
+    .await;
+    let a = h
+        .call(
+            "POST",
+            "/v1/vms",
+            Some(OPS),
+            Some(json!({"vm_id": "vm-1", "capacity": 2})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text);
+    assert_eq!(a.json["seq"], 1);
+    assert_eq!(a.json["events"][0]["type"], "VmRegistered");
+    assert!(a.json.get("vm").is_none());
+    assert!(a.json["pending"].as_str().unwrap().contains("/v1/vms/vm-1"));
+    // The command is applied all the same: readiness shows the projections behind the stream.
+    let r = h.call("GET", "/readyz", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json["projection_lag"], 1);
+}
+
+#[tokio::test]
+async fn no_writer_is_503_with_retry_after() {
+    let h = Harness::start_with(
+        args(),
+        Roles {
+            writer: false,
+            projector: true,
+        },
+    )
+    .await;
+    let a = h
+        .call_key(
+            "POST",
+            "/v1/vms",
+            OPS,
+            json!({"vm_id": "vm-1", "capacity": 2}),
+            "vm-1-once",
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    );
+    assert_eq!(a.header("retry-after"), "1");
+    assert_eq!(a.json["retryable"], true);
+    assert!(a.json["detail"]
+        .as_str()
+        .unwrap()
+        .contains("may or may not"));
+    // The key is free again once the request finished.
+    let b = h
+        .call_key(
+            "POST",
+            "/v1/vms",
+            OPS,
+            json!({"vm_id": "vm-1", "capacity": 2}),
+            "vm-1-once",
+        )
+        .await;
+    assert_eq!(b.code(), "unavailable");
+}
+
+#[tokio::test]
+async fn nats_gone_makes_the_bridge_unready() {
+    let mut a = args();
+    a.command_timeout = Duration::from_millis(300);
+    let mut h = Harness::start_with(
+        a,
+        Roles {
+            writer: true,
+            projector: true,
+        },
+    )
+    .await;
+    let r = h.call("GET", "/readyz", None, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["nats"], "connected");
+
+    h.server.stop().await.expect("the server stops");
+    let mut unready = None;
+    for _ in 0..100 {
+        let r = h.call("GET", "/readyz", None, None).await;
+        if r.status == StatusCode::SERVICE_UNAVAILABLE {
+            unready = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = unready.expect("readiness notices NATS is gone");
+    assert_eq!(r.json["ready"], false);
+    assert_ne!(r.json["nats"], "connected");
+    assert!(r.json["stream_last_seq"].is_null());
+    assert_eq!(
+        h.call("GET", "/healthz", None, None).await.status,
+        StatusCode::OK,
+        "still alive"
+    );
+
+    let a = h
+        .call(
+            "POST",
+            "/v1/sessions",
+            Some(ALICE),
+            Some(json!({"game_id": "chess"})),
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        "{}",
+        a.text
+    );
+    assert!(!a.header("retry-after").is_empty());
+}

@@ -1,0 +1,231 @@
+//! End to end through a real TCP listener: `run_bridge` (the entry point `orchestrator serve` uses)
+//! on a free port, a real nats-server, writer and projector, and an HTTP client (reqwest). The
+//! main flow of docs/http.md, the event feed over the wire, metrics, and a graceful shutdown with a
+//! feed still open.
+
+mod http_support;
+
+use std::time::Duration;
+
+use http_support::{args, Harness, Roles, ALICE, OPS};
+use orchestrator::http::run_bridge;
+use orchestrator_events::CellId;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("the bridge answers");
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+}
+
+#[tokio::test]
+async fn the_main_flow_over_tcp() {
+    // The cell (writer + projector) from the harness; the bridge from run_bridge on a real port.
+    let h = Harness::start_with(
+        args(),
+        Roles {
+            writer: true,
+            projector: true,
+        },
+    )
+    .await;
+    let port = free_port();
+    let mut bridge_args = args();
+    bridge_args.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let bridge = tokio::spawn(run_bridge(
+        bridge_args,
+        h.client.clone(),
+        CellId::default_cell(),
+        h.store.clone(),
+        stop.clone(),
+    ));
+    let c = Client {
+        http: reqwest::Client::new(),
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let mut up = false;
+    for _ in 0..200 {
+        if let Ok(r) = c.http.get(format!("{}/healthz", c.base)).send().await {
+            up = r.status() == StatusCode::OK;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(up, "the bridge listens");
+    use reqwest::Method as M;
+
+    let (s, vm) = c
+        .call(
+            M::POST,
+            "/v1/vms",
+            OPS,
+            Some(json!({"vm_id": "vm-1", "capacity": 4, "labels": {"region": "eu-west"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{vm}");
+    assert_eq!(vm["vm"]["free"], 4);
+
+    let start = c
+        .http
+        .post(format!("{}/v1/sessions", c.base))
+        .bearer_auth(ALICE)
+        .header("Idempotency-Key", "e2e-start-1")
+        .json(&json!({"game_id": "chess", "requirements": {"region": "eu-west"}, "assign": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(start.status(), StatusCode::CREATED);
+    let location = start.headers()["location"].to_str().unwrap().to_owned();
+    let start: Value = start.json().await.unwrap();
+    let id = start["session"]["session_id"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("/v1/sessions/{id}"));
+    assert_eq!(start["session"]["status"], "active");
+
+    for (action, status) in [("pause", "paused"), ("resume", "active"), ("end", "ended")] {
+        let (s, body) = c
+            .call(M::POST, &format!("/v1/sessions/{id}/{action}"), ALICE, None)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{action}: {body}");
+        assert_eq!(body["session"]["status"], status);
+    }
+    let (s, history) = c
+        .call(M::GET, &format!("/v1/sessions/{id}/history"), ALICE, None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(history["events"].as_array().unwrap().len(), 5);
+    let (s, cap) = c.call(M::GET, "/v1/capacity", OPS, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (cap["capacity"].as_u64(), cap["used"].as_u64()),
+        (Some(4), Some(0))
+    );
+
+    // The event feed over the wire, resumed after the VM's registration.
+    let mut feed = c
+        .http
+        .get(format!("{}/v1/events", c.base))
+        .bearer_auth(OPS)
+        .header("Last-Event-ID", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(feed.status(), StatusCode::OK);
+    let mut buf = String::new();
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), feed.chunk())
+            .await
+            .expect("events arrive")
+            .unwrap()
+            .expect("the feed stays open");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        got.extend(http_support::parse_sse(&mut buf));
+    }
+    assert_eq!(
+        got.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        [2, 3, 4, 5, 6]
+    );
+
+    // Metrics count what this bridge sent.
+    let metrics = c
+        .http
+        .get(format!("{}/metrics", c.base))
+        .bearer_auth(OPS)
+        .send()
+        .await
+        .unwrap();
+    assert!(metrics.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = metrics.text().await.unwrap();
+    for line in [
+        "orch_http_commands_total{command=\"start\",outcome=\"accepted\"} 1",
+        "orch_http_commands_total{command=\"pause\",outcome=\"accepted\"} 1",
+        "orch_http_command_duration_seconds_count{command=\"end\"} 1",
+        "orch_sessions{status=\"ended\"} 1",
+        "orch_projection_lag_events 0",
+        "orch_vm_capacity_slots{vm_id=\"vm-1\",status=\"available\"} 4",
+        "orch_nats_connected 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    let (s, ready) = c.call(M::GET, "/readyz", ALICE, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(ready["projection_lag"], 0);
+    let (s, doc) = c.call(M::GET, "/openapi.json", ALICE, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(doc, orchestrator::http::openapi::document());
+
+    // Shutdown ends the open feed and the server.
+    stop.cancel();
+    let done = tokio::time::timeout(Duration::from_secs(10), bridge).await;
+    assert!(
+        matches!(done, Ok(Ok(Ok(())))),
+        "the bridge stops gracefully: {done:?}"
+    );
+    drop(feed);
+}
+
+#[tokio::test]
+async fn run_bridge_refuses_to_start_without_tokens() {
+    let h = Harness::start_with(
+        args(),
+        Roles {
+            writer: false,
+            projector: false,
+        },
+    )
+    .await;
+    let mut a = args();
+    a.tokens = None;
+    a.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let r = run_bridge(
+        a,
+        h.client.clone(),
+        CellId::default_cell(),
+        h.store.clone(),
+        stop,
+    )
+    .await;
+    let err = r.expect_err("no tokens, no bridge");
+    assert!(err.to_string().contains("ORCH_TOKENS"), "{err}");
+}
