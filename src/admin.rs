@@ -129,19 +129,27 @@ pub async fn check_projections(reader: &Reader, store: &Projections) -> Projecti
     report
 }
 
-/// Replays the log `1..=to` into a fresh domain state.
+/// Replays the log `1..=to` into a fresh domain state, checking every event against the
+/// transition invariants on the way; returns the first violation found, if any, with its sequence.
 pub async fn replay_state(
     reader: &Reader,
     config: &DomainConfig,
     to: u64,
-) -> Result<State, LogError> {
+) -> Result<(State, Option<String>), LogError> {
     let mut state = State::new(config.clone());
+    let mut violation = None;
     let mut events = reader.read_range(1, to).await?;
     while let Some(ev) = events.next().await {
         let ev = ev?;
+        if violation.is_none() {
+            if let Err(v) = crate::domain::invariants::check_transition(&state, &ev.envelope.event)
+            {
+                violation = Some(format!("event at sequence {}: {v}", ev.seq));
+            }
+        }
         evolve(&mut state, ev.seq, &ev.envelope);
     }
-    Ok(state)
+    Ok((state, violation))
 }
 
 /// The outcome of `verify`.
@@ -253,9 +261,11 @@ pub async fn verify(
     match ask(writer_subject(cell)).await {
         Ok(msg) => match serde_json::from_slice::<WriterStateReport>(&msg.payload) {
             Ok(w) => {
-                let replay = replay_state(&reader, &w.config, w.last_seq).await?;
+                let (replay, violation) = replay_state(&reader, &w.config, w.last_seq).await?;
                 let mut outcome = Ok(());
-                if replay.last_seq != w.last_seq {
+                if let Some(v) = violation {
+                    outcome = Err(format!("the log breaks an invariant: {v}"));
+                } else if replay.last_seq != w.last_seq {
                     outcome = Err(format!(
                         "the log ends at {} before the writer's {}",
                         replay.last_seq, w.last_seq

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 struct Cell {
-    server: TestServer,
+    _server: TestServer,
     client: async_nats::Client,
     store: Projections,
     stop: CancellationToken,
@@ -29,10 +29,17 @@ async fn cell() -> Cell {
     tokio::spawn(writer::run(client.clone(), config, stop.clone()));
     let (store, _) = Projections::open(&server.dir().join("projections")).unwrap();
     // The projector needs the stream, which the writer creates: wait for the writer to answer.
-    let c = Cell { server, client, store, stop };
+    let c = Cell {
+        _server: server,
+        client,
+        store,
+        stop,
+    };
     c.wait_for_writer().await;
     let js = async_nats::jetstream::new(c.client.clone());
-    let reader = orchestrator::log::Reader::new(js, CellId::default_cell()).await.unwrap();
+    let reader = orchestrator::log::Reader::new(js, CellId::default_cell())
+        .await
+        .unwrap();
     tokio::spawn(projector::run(reader, c.store.clone(), c.stop.clone()));
     c
 }
@@ -72,7 +79,8 @@ impl Cell {
     }
 
     async fn send_json(&self, name: &str, body: Value) -> Option<Value> {
-        self.send_raw(name, serde_json::to_vec(&body).unwrap(), true).await
+        self.send_raw(name, serde_json::to_vec(&body).unwrap(), true)
+            .await
     }
 
     async fn cmd(&self, name: &str, id: &str, command: Value) -> Value {
@@ -94,30 +102,48 @@ impl Drop for Cell {
 }
 
 fn seq(v: &Value) -> u64 {
-    v["accepted"]["seq"].as_u64().unwrap_or_else(|| panic!("not accepted: {v}"))
+    v["accepted"]["seq"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("not accepted: {v}"))
 }
 
 fn code(v: &Value) -> &str {
-    v["rejected"]["code"].as_str().unwrap_or_else(|| panic!("not rejected: {v}"))
+    v["rejected"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not rejected: {v}"))
 }
 
 #[tokio::test]
 async fn full_lifecycle_through_json_commands() {
     let c = cell().await;
-    let r = c.cmd("vm_register", "c1", json!({"vm_id": "vm-1", "capacity": 2, "labels": {"region": "eu"}})).await;
+    let r = c
+        .cmd(
+            "vm_register",
+            "c1",
+            json!({"vm_id": "vm-1", "capacity": 2, "labels": {"region": "eu"}}),
+        )
+        .await;
     assert_eq!(seq(&r), 1);
     let r = c.cmd("start", "c2", json!({"session_id": "s1", "user_id": "u1", "game_id": "g1", "requirements": {"region": "eu"}})).await;
     assert_eq!(seq(&r), 2);
-    assert_eq!(r["accepted"]["event"]["event"]["SessionStarted"]["session_id"], "s1");
+    assert_eq!(
+        r["accepted"]["event"]["event"]["SessionStarted"]["session_id"],
+        "s1"
+    );
     let r = c.cmd("assign", "c3", json!({"session_id": "s1"})).await;
     let placed = &r["accepted"]["event"]["event"]["SessionAssigned"];
     assert_eq!(placed["vm_id"], "vm-1");
     assert_eq!(placed["placement"]["policy"], "packed");
     seq(&c.cmd("pause", "c4", json!({"session_id": "s1"})).await);
     seq(&c.cmd("resume", "c5", json!({"session_id": "s1"})).await);
-    let r = c.cmd("end", "c6", json!({"session_id": "s1", "reason": "user"})).await;
+    let r = c
+        .cmd("end", "c6", json!({"session_id": "s1", "reason": "user"}))
+        .await;
     assert_eq!(seq(&r), 6);
-    assert_eq!(code(&c.cmd("pause", "c7", json!({"session_id": "s1"})).await), "invalid_transition");
+    assert_eq!(
+        code(&c.cmd("pause", "c7", json!({"session_id": "s1"})).await),
+        "invalid_transition"
+    );
 
     // Read-your-writes: the projection reaches the sequence the command returned.
     c.store.wait_for(6, Duration::from_secs(5)).await.unwrap();
@@ -136,7 +162,9 @@ async fn a_retried_command_id_returns_the_first_result() {
     assert_eq!(seq(&first), seq(&again));
     assert_eq!(again["accepted"]["duplicate"], true);
     assert_eq!(first["accepted"]["event"], again["accepted"]["event"]);
-    let other = c.cmd("vm_register", "k1", json!({"vm_id": "vm-2", "capacity": 2})).await;
+    let other = c
+        .cmd("vm_register", "k1", json!({"vm_id": "vm-2", "capacity": 2}))
+        .await;
     assert_eq!(code(&other), "command_id_reused");
     assert_eq!(c.last_seq().await, 1);
 }
@@ -144,7 +172,9 @@ async fn a_retried_command_id_returns_the_first_result() {
 #[tokio::test]
 async fn bad_input_is_rejected_and_appends_nothing() {
     let c = cell().await;
-    seq(&c.cmd("vm_register", "c1", json!({"vm_id": "vm-1", "capacity": 1})).await);
+    seq(&c
+        .cmd("vm_register", "c1", json!({"vm_id": "vm-1", "capacity": 1}))
+        .await);
     let cases: Vec<(&str, Vec<u8>, bool, &str)> = vec![
         ("start", b"\x00\xff\xfe garbage".to_vec(), false, "malformed_request"),
         ("start", b"{not json".to_vec(), true, "malformed_request"),
@@ -159,13 +189,19 @@ async fn bad_input_is_rejected_and_appends_nothing() {
         let r = c.send_raw(name, body, json).await.expect("an answer");
         assert_eq!(code(&r), want, "{name}: {r}");
     }
-    assert_eq!(c.last_seq().await, 1, "no rejected command appended anything");
+    assert_eq!(
+        c.last_seq().await,
+        1,
+        "no rejected command appended anything"
+    );
 }
 
 #[tokio::test]
 async fn capacity_holds_under_concurrent_assignments() {
     let c = cell().await;
-    seq(&c.cmd("vm_register", "r1", json!({"vm_id": "vm-1", "capacity": 3})).await);
+    seq(&c
+        .cmd("vm_register", "r1", json!({"vm_id": "vm-1", "capacity": 3}))
+        .await);
     let mut tasks = Vec::new();
     for i in 0..20 {
         let client = c.client.clone();
@@ -197,7 +233,10 @@ async fn capacity_holds_under_concurrent_assignments() {
     }
     assert_eq!(placed, 3);
     let last = c.last_seq().await;
-    c.store.wait_for(last, Duration::from_secs(5)).await.unwrap();
+    c.store
+        .wait_for(last, Duration::from_secs(5))
+        .await
+        .unwrap();
     let vm = c.store.vm(&"vm-1".parse().unwrap()).unwrap().unwrap();
     assert_eq!(vm.used, 3);
 }
