@@ -8,7 +8,7 @@
 //!   ordered-consumer replay rate.
 //! - [`orchestrator`]: commands per second and their latency with 1, 16 and 256 concurrent clients
 //!   against an in-process writer, on a realistic lifecycle mix over 1,000 VMs.
-//! - [`http`]: the same through the HTTP bridge (a marked place until the bridge exists).
+//! - [`http`]: writes and reads through the HTTP bridge, against the same writer.
 //! - [`rebuild`]: the projection rebuild and the writer's cold start (with and without a snapshot)
 //!   over N events, next to a raw replay of the same stream.
 //!
@@ -228,7 +228,8 @@ async fn run_mode(
             .await
             .map_err(|e| BenchError::Nats(format!("connect: {e}")))?;
         let raw = raw::measure(&client, plan).await?;
-        let orchestrator = orchestrator::measure(&server.url(), plan, &dir.join("writer")).await?;
+        let (orchestrator, http) =
+            orchestrator::measure(&server.url(), plan, &dir.join("writer")).await?;
         let version = crate::log::ServerVersion::of(&client)?;
         let (rebuild, cold_start) =
             rebuild::measure(&client, plan, durability, version, &dir.join("rebuild")).await?;
@@ -236,6 +237,7 @@ async fn run_mode(
         Ok(ModeFigures {
             raw,
             orchestrator,
+            http,
             rebuild,
             cold_start,
         })
@@ -337,7 +339,6 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
         ],
         memory,
         modes,
-        http: http::figures(),
         targets,
     };
     println!("{}", report.render());

@@ -14,6 +14,7 @@ use orchestrator_events::{Actor, CellId, CommandId, EndReason, GameId, SessionId
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use super::http::HttpFigures;
 use super::stats::{per_second, Latency, Samples};
 use super::workload::{requirements, vm_id, vm_labels, VM_CAPACITY};
 use super::{BenchError, Plan};
@@ -139,10 +140,25 @@ async fn register_pool(client: &CommandClient, vms: u32) -> Result<Duration, Ben
     Ok(started.elapsed())
 }
 
-struct ClientOutcome {
-    samples: Samples,
-    rejected: BTreeMap<String, u64>,
-    errors: u64,
+/// What one client task saw.
+pub(crate) struct ClientOutcome {
+    /// Each request's round trip.
+    pub(crate) samples: Samples,
+    /// Refusals by code.
+    pub(crate) rejected: BTreeMap<String, u64>,
+    /// Requests that got no answer.
+    pub(crate) errors: u64,
+}
+
+impl ClientOutcome {
+    /// Nothing seen yet.
+    pub(crate) fn new() -> Self {
+        Self {
+            samples: Samples::with_capacity(4096),
+            rejected: BTreeMap::new(),
+            errors: 0,
+        }
+    }
 }
 
 /// One client: its own user, its sessions one after the other, five commands each.
@@ -156,11 +172,7 @@ async fn client_loop(
     let user: UserId = parse(format!("user-l{level}-c{k}"));
     let actor = Actor::user(user.as_str());
     let game: GameId = parse(format!("game-{:03}", k % 200));
-    let mut out = ClientOutcome {
-        samples: Samples::with_capacity(4096),
-        rejected: BTreeMap::new(),
-        errors: 0,
-    };
+    let mut out = ClientOutcome::new();
     for n in 0.. {
         let session_id: SessionId = parse(format!("s-l{level}-c{k}-{n}"));
         let steps = [
@@ -204,16 +216,17 @@ async fn client_loop(
     out
 }
 
-async fn run_level(
-    client: &CommandClient,
+/// Runs `clients` tasks made by `make(k, deadline, budget)` for `plan.duration` (or until `plan`'s
+/// command budget is spent) and sums up what they saw.
+pub(crate) async fn run_clients<F, Fut>(
     clients: usize,
     plan: &Plan,
-) -> Result<LevelFigures, BenchError> {
-    tracing::info!(
-        clients,
-        seconds = plan.duration.as_secs_f64(),
-        "orchestrator: commands"
-    );
+    make: F,
+) -> Result<LevelFigures, BenchError>
+where
+    F: Fn(usize, Instant, Arc<AtomicI64>) -> Fut,
+    Fut: std::future::Future<Output = ClientOutcome> + Send + 'static,
+{
     let budget = Arc::new(AtomicI64::new(
         i64::try_from(plan.max_commands).unwrap_or(i64::MAX),
     ));
@@ -221,13 +234,7 @@ async fn run_level(
     let deadline = started + plan.duration;
     let mut tasks = tokio::task::JoinSet::new();
     for k in 0..clients {
-        tasks.spawn(client_loop(
-            client.clone(),
-            clients,
-            k,
-            deadline,
-            budget.clone(),
-        ));
+        tasks.spawn(make(k, deadline, budget.clone()));
     }
     let mut samples = Samples::default();
     let mut rejected = BTreeMap::new();
@@ -254,12 +261,12 @@ async fn run_level(
 }
 
 /// Runs the writer in this process against the server at `url`, registers the pool, and measures
-/// each level of concurrency of `plan`.
+/// each level of concurrency of `plan` over NATS, then through the HTTP bridge.
 pub async fn measure(
     url: &str,
     plan: &Plan,
     data_dir: &std::path::Path,
-) -> Result<OrchestratorFigures, BenchError> {
+) -> Result<(OrchestratorFigures, HttpFigures), BenchError> {
     let cell: CellId = parse("bench".to_owned());
     let writer_client = connect(url).await?;
     let config = WriterConfig {
@@ -269,19 +276,31 @@ pub async fn measure(
     };
     let shutdown = CancellationToken::new();
     let writer_task = tokio::spawn(writer::run(writer_client.clone(), config, shutdown.clone()));
-    let client = CommandClient::new(connect(url).await?, cell, COMMAND_TIMEOUT);
+    let client = CommandClient::new(connect(url).await?, cell.clone(), COMMAND_TIMEOUT);
     let measured = async {
         tracing::info!(vms = plan.vms, "orchestrator: registering the pool");
         let registration = register_pool(&client, plan.vms).await?;
         let mut levels = Vec::with_capacity(plan.clients.len());
         for &clients in &plan.clients {
-            levels.push(run_level(&client, clients, plan).await?);
+            tracing::info!(clients, "orchestrator: commands over NATS");
+            let client = client.clone();
+            levels.push(
+                run_clients(clients, plan, move |k, deadline, budget| {
+                    client_loop(client.clone(), clients, k, deadline, budget)
+                })
+                .await?,
+            );
         }
-        Ok::<_, BenchError>(OrchestratorFigures {
-            vms: plan.vms,
-            registration_seconds: registration.as_secs_f64(),
-            levels,
-        })
+        let http =
+            super::http::measure(url, plan, &data_dir.join("http-projections"), &cell).await?;
+        Ok::<_, BenchError>((
+            OrchestratorFigures {
+                vms: plan.vms,
+                registration_seconds: registration.as_secs_f64(),
+                levels,
+            },
+            http,
+        ))
     }
     .await;
     shutdown.cancel();

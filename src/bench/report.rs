@@ -27,8 +27,6 @@ pub struct BenchReport {
     pub memory: Option<MemoryFigures>,
     /// One entry per durability mode asked for.
     pub modes: Vec<ModeReport>,
-    /// The HTTP bridge phase.
-    pub http: HttpFigures,
     /// Each target, met or missed.
     pub targets: Vec<TargetResult>,
 }
@@ -90,6 +88,8 @@ pub struct ModeFigures {
     pub raw: RawFigures,
     /// The orchestrator over NATS.
     pub orchestrator: OrchestratorFigures,
+    /// The orchestrator through the HTTP bridge.
+    pub http: HttpFigures,
     /// The projection rebuild.
     pub rebuild: RebuildFigures,
     /// The writer's cold start.
@@ -220,6 +220,20 @@ fn row(text: &mut String, cells: [&str; 5]) {
     let _ = writeln!(text, "| {} |", cells.join(" | "));
 }
 
+fn clients(n: usize) -> String {
+    format!("{n} client{}", if n == 1 { "" } else { "s" })
+}
+
+/// ` (N rejected/failed)` when a level had refusals or errors, else nothing.
+fn faults(l: &LevelFigures) -> String {
+    let n: u64 = l.rejected.values().sum::<u64>() + l.errors;
+    if n > 0 {
+        format!(" ({n} rejected/failed)")
+    } else {
+        String::new()
+    }
+}
+
 fn rate(x: f64, unit: &str) -> String {
     format!("{} {unit}", thousands(x))
 }
@@ -318,6 +332,53 @@ impl BenchReport {
                     ],
                 );
             }
+            for l in &f.http.writes {
+                let over_nats = level(f, l.clients);
+                row(
+                    &mut t,
+                    [
+                        mode,
+                        &format!("HTTP writes/s, {}", clients(l.clients)),
+                        &rate(l.per_second, "req/s"),
+                        &over_nats.map_or("-".into(), |n| {
+                            format!("{} over NATS", rate(n.per_second, "cmd/s"))
+                        }),
+                        &over_nats.map_or("-".into(), |n| {
+                            format!("{:.3}", ratio(l.per_second, n.per_second))
+                        }),
+                    ],
+                );
+                row(
+                    &mut t,
+                    [
+                        mode,
+                        &format!("HTTP write latency p50/p99/p999, {}", clients(l.clients)),
+                        &format!("{}{}", l.latency.show(), faults(l)),
+                        &over_nats
+                            .map_or("-".into(), |n| format!("{} over NATS", n.latency.show())),
+                        &over_nats.map_or("-".into(), |n| {
+                            format!("p99 {:.1}x", ratio(l.latency.p99_us, n.latency.p99_us))
+                        }),
+                    ],
+                );
+            }
+            for l in &f.http.reads {
+                row(
+                    &mut t,
+                    [
+                        mode,
+                        &format!("HTTP reads/s and p50/p99/p999, {}", clients(l.clients)),
+                        &format!(
+                            "{}, {}{}",
+                            rate(l.per_second, "req/s"),
+                            l.latency.show(),
+                            faults(l)
+                        ),
+                        "-",
+                        "-",
+                    ],
+                );
+            }
             let rb = &f.rebuild;
             row(
                 &mut t,
@@ -383,14 +444,6 @@ impl BenchReport {
                     ],
                 );
             }
-            let http = match &self.http {
-                HttpFigures::NotBuilt { note } => note.clone(),
-                HttpFigures::Measured { .. } => "see JSON".into(),
-            };
-            row(
-                &mut t,
-                [mode, "HTTP bridge, writes and reads", &http, "-", "-"],
-            );
         }
         let _ = writeln!(t);
         let _ = writeln!(t, "targets:");
