@@ -1,6 +1,8 @@
 //! The operational routes: liveness (`/healthz`), readiness (`/readyz`) and Prometheus metrics
 //! (`/metrics`).
 
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +21,18 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
+/// The longest a readiness check or a scrape waits for the stream's last sequence.
+const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The stream's last sequence, or why not.
+async fn stream_last_seq(state: &AppState) -> Result<u64, String> {
+    match tokio::time::timeout(STREAM_READ_TIMEOUT, state.get().reader.last_seq()).await {
+        Ok(Ok(last)) => Ok(last),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {STREAM_READ_TIMEOUT:?}")),
+    }
+}
+
 fn connection(client: &async_nats::Client) -> (&'static str, bool) {
     use async_nats::connection::State as Conn;
     match client.connection_state() {
@@ -34,7 +48,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     let s = state.get();
     let (nats, connected) = connection(&s.nats);
     let last = if connected {
-        match s.reader.last_seq().await {
+        match stream_last_seq(&state).await {
             Ok(last) => Some(last),
             Err(e) => {
                 tracing::warn!(error = %e, "readiness: cannot read the stream's last sequence");
@@ -72,7 +86,7 @@ pub async fn metrics(State(state): State<AppState>, auth: Auth) -> Result<Respon
     let s = state.get();
     let (_, connected) = connection(&s.nats);
     let stream_last_seq = if connected {
-        s.reader.last_seq().await.ok()
+        stream_last_seq(&state).await.ok()
     } else {
         None
     };
