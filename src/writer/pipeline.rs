@@ -352,7 +352,8 @@ impl Pipeline<'_> {
         // the log by their command id. Either way, wait for the server's word, on all of them at
         // once: an ack's timeout only starts when it is first polled, so waiting for them one by
         // one would take one timeout per lost ack.
-        let _ = tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(acks)).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(acks)).await;
         if !self.resync(lost, shutdown).await? {
             for (reply_to, json, _) in requests {
                 self.reply_now(reply_to, json, unavailable()).await;
