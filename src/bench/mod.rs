@@ -319,7 +319,7 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
             quick: plan.quick,
             events: plan.events,
             phase_seconds: plan.duration.as_secs_f64(),
-            max_commands_per_level: plan.max_commands.min(u64::from(u32::MAX)),
+            max_commands_per_level: plan.quick.then_some(plan.max_commands),
             clients: plan.clients.clone(),
             vms: plan.vms,
             in_flight: plan.in_flight,

@@ -90,7 +90,10 @@ fn register(i: u32) -> Command {
 }
 
 /// Registers the pool, waiting for the writer to answer the first registration.
-async fn register_pool(client: &CommandClient, vms: u32) -> Result<Duration, BenchError> {
+pub(crate) async fn register_pool(
+    client: &CommandClient,
+    vms: u32,
+) -> Result<Duration, BenchError> {
     let operator = Actor::operator("ops-bench");
     let first_id = new_command_id();
     let deadline = Instant::now() + WRITER_READY;
@@ -162,7 +165,7 @@ impl ClientOutcome {
 }
 
 /// One client: its own user, its sessions one after the other, five commands each.
-async fn client_loop(
+pub(crate) async fn client_loop(
     client: CommandClient,
     level: usize,
     k: usize,

@@ -60,8 +60,8 @@ pub struct Settings {
     pub events: u64,
     /// Each timed phase's length, in seconds.
     pub phase_seconds: f64,
-    /// The most commands per level of concurrency.
-    pub max_commands_per_level: u64,
+    /// The most commands per level of concurrency (`None`: as many as the phase's time allows).
+    pub max_commands_per_level: Option<u64>,
     /// The levels of concurrency.
     pub clients: Vec<usize>,
     /// VMs registered.
@@ -254,10 +254,12 @@ impl BenchReport {
         let s = &self.settings;
         let _ = writeln!(
             t,
-            "{} events; {:.1} s per phase (at most {} commands per level); clients {:?}; {} VMs; {} appends in flight{}",
+            "{} events; {:.1} s per phase{}; clients {:?}; {} VMs; {} appends in flight{}",
             thousands(s.events as f64),
             s.phase_seconds,
-            thousands(s.max_commands_per_level as f64),
+            s.max_commands_per_level
+                .map(|n| format!(" (at most {} commands per level)", thousands(n as f64)))
+                .unwrap_or_default(),
             s.clients,
             s.vms,
             s.in_flight,
