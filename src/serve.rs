@@ -119,6 +119,16 @@ pub enum ServeError {
     /// The embedded `nats-server` could not be started or stopped (see the variant for what to do).
     #[error("embedded nats-server: {0}")]
     NatsServer(#[from] NatsServerError),
+    /// The embedded server's port is taken: another `serve` runs (or a nats-server left behind by a
+    /// `serve` that was killed outright). Stop it, or choose another `--nats-port`.
+    #[error(
+        "port {port} is in use: another `orchestrator serve` (or a nats-server left by a killed one) \
+         runs; stop it, or choose another --nats-port"
+    )]
+    PortInUse {
+        /// The port.
+        port: u16,
+    },
     /// The embedded server died and could not be restarted; everything was stopped.
     #[error("embedded nats-server exited and {failures} restarts failed; last error: {last}")]
     NatsServerLost {

@@ -530,6 +530,26 @@ async fn serve_without_a_url_runs_supervises_and_stops_its_own_nats_server() {
     let out = send(&url, &["vm", "register", "vm-1", "--capacity", "1"]);
     assert_eq!(out.code, 0, "{out:?}");
 
+    // A second serve on the same port refuses instead of using the first one's server.
+    let other = dir.path().join("other");
+    let out: Run = orchestrator()
+        .args([
+            "serve",
+            "--nats-port",
+            &port,
+            "--data-dir",
+            other.to_str().unwrap(),
+        ])
+        .env("NATS_SERVER_BIN", &bin)
+        .output()
+        .expect("the binary runs")
+        .into();
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!("port {port} is in use")),
+        "{out:?}"
+    );
+
     // A crash of the server: serve restarts it on the same port and store.
     kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
     let restarted = serve.wait_for("embedded nats-server restarted", Duration::from_secs(10));

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::ServeError;
 use crate::nats_server::{
     binary_version, resolve_binary, Durability, NatsServer, NatsServerConfig, NatsServerError,
-    ServerVersion,
+    ServerVersion, LOOPBACK,
 };
 
 /// The port the embedded `nats-server` listens on unless told otherwise; the client subcommands'
@@ -72,7 +72,21 @@ pub(super) async fn start_embedded(
         ..NatsServerConfig::new(bin, data_dir.join("nats"))
     };
     tracing::info!(version = %version, port, durability = %durability, "starting the embedded nats-server");
-    let server = NatsServer::start(config).await?;
+    // A server already on the port would answer the readiness check for ours.
+    if !port_free(port) {
+        return Err(ServeError::PortInUse { port });
+    }
+    let mut server = NatsServer::start(config).await.map_err(|e| match e {
+        NatsServerError::Exited { ref log_tail, .. }
+            if log_tail.contains("address already in use") =>
+        {
+            ServeError::PortInUse { port }
+        }
+        other => other.into(),
+    })?;
+    if !server.is_running() {
+        return Err(ServeError::PortInUse { port });
+    }
     tracing::info!(
         url = %server.url(),
         pid = server.pid().unwrap_or(0),
@@ -81,6 +95,11 @@ pub(super) async fn start_embedded(
         "embedded nats-server running"
     );
     Ok(server)
+}
+
+/// Whether nothing listens on `port` of the loopback (0: a free one is picked anyway).
+fn port_free(port: u16) -> bool {
+    port == 0 || std::net::TcpListener::bind((LOOPBACK, port)).is_ok()
 }
 
 /// Restarts the server whenever it exits, until `nats_stop`; then stops it. Gives up (and fires
@@ -103,7 +122,21 @@ pub(super) async fn supervise(
             port = server.port(),
             "embedded nats-server exited unexpectedly, restarting it"
         );
-        match server.restart().await {
+        let restarted = if port_free(server.port()) {
+            server.restart().await.map_err(|e| e.to_string())
+        } else {
+            Err(format!(
+                "port {} is taken by another process",
+                server.port()
+            ))
+        };
+        let restarted = restarted.and_then(|()| {
+            server
+                .is_running()
+                .then_some(())
+                .ok_or_else(|| "it exited right after starting".to_owned())
+        });
+        match restarted {
             Ok(()) => {
                 failures = 0;
                 tracing::warn!(
@@ -117,10 +150,7 @@ pub(super) async fn supervise(
                 tracing::error!(error = %e, failures, "restarting the embedded nats-server failed");
                 if failures >= MAX_RESTART_FAILURES {
                     roles_stop.cancel();
-                    break Err(ServeError::NatsServerLost {
-                        failures,
-                        last: e.to_string(),
-                    });
+                    break Err(ServeError::NatsServerLost { failures, last: e });
                 }
                 tokio::select! {
                     _ = nats_stop.cancelled() => break Ok(()),
