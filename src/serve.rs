@@ -171,6 +171,13 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         path: config.data_dir.clone(),
         source,
     };
+    let no_tokens = config.bridge.tokens.is_none() && config.bridge.tokens_file.is_none();
+    if config.roles.bridge && config.roles_explicit && no_tokens {
+        return Err(HttpError::Config(
+            "no tokens: set ORCH_TOKENS (token=role:id,...) or --tokens-file".into(),
+        )
+        .into());
+    }
     std::fs::create_dir_all(&config.data_dir).map_err(data_dir_error)?;
     config.data_dir = std::path::absolute(&config.data_dir).map_err(data_dir_error)?;
     let stop = shutdown.child_token();
