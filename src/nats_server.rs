@@ -46,6 +46,8 @@ pub struct NatsServer {
     version: ServerVersion,
     port: u16,
     child: Option<Child>,
+    /// The `server_name` of the running process, new at each launch.
+    name: String,
 }
 
 impl NatsServer {
@@ -76,6 +78,7 @@ impl NatsServer {
                 version,
                 port,
                 child: None,
+                name: String::new(),
             };
             match server.launch().await {
                 Ok(()) => return Ok(server),
@@ -229,10 +232,15 @@ impl NatsServer {
             path: log_path.clone(),
             source,
         })?;
+        // A name of this process's own, so readiness is checked on this server and not on another
+        // one that already holds the port.
+        self.name = format!("orch-{}", uuid::Uuid::new_v4().simple());
         let mut command = Command::new(&self.config.bin);
         command
             .arg("-c")
             .arg(&config_path)
+            .arg("--server_name")
+            .arg(&self.name)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(stderr);
@@ -267,7 +275,7 @@ impl NatsServer {
                 let log_tail = log_tail(&self.config.log_path(), log_start);
                 return Err(NatsServerError::Exited { status, log_tail });
             }
-            if jetstream_ready(self.port).await {
+            if jetstream_ready(self.port, &self.name).await {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -292,9 +300,10 @@ impl Drop for NatsServer {
     }
 }
 
-/// Whether the server on `port` accepts a client and answers JetStream's account info without an error.
+/// Whether the server on `port` is the one named `name`, accepts a client and answers JetStream's
+/// account info without an error.
 /// Asks `$JS.API.INFO` directly: async-nats' `query_account` expects fields 2.9 does not send.
-async fn jetstream_ready(port: u16) -> bool {
+async fn jetstream_ready(port: u16, name: &str) -> bool {
     // A bare TCP connect first: cheap while the server is still binding its port.
     if tokio::net::TcpStream::connect((LOOPBACK, port))
         .await
@@ -309,6 +318,9 @@ async fn jetstream_ready(port: u16) -> bool {
     let Ok(client) = connected else {
         return false;
     };
+    if client.server_info().server_name != name {
+        return false;
+    }
     let reply = tokio::time::timeout(
         Duration::from_secs(1),
         client.request("$JS.API.INFO", bytes::Bytes::new()),
