@@ -36,7 +36,8 @@ pub struct WriterConfig {
     pub holder_id: String,
     /// The domain's tunables.
     pub domain: DomainConfig,
-    /// Where snapshots are kept; `None`: no snapshots, recover from the whole log.
+    /// The data directory: snapshots go to `<data_dir>/writer/<cell>.snapshot`. `None`: no
+    /// snapshots, recover from the whole log.
     pub data_dir: Option<PathBuf>,
     /// Take a snapshot every this many events.
     pub snapshot_every: u64,
