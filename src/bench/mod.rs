@@ -227,15 +227,18 @@ async fn run_mode(
         let client = async_nats::connect(server.url())
             .await
             .map_err(|e| BenchError::Nats(format!("connect: {e}")))?;
-        let raw = raw::measure(&client, plan).await?;
+        let raw = raw::measure(&client, plan, "raw", true).await?;
         let (orchestrator, http) =
             orchestrator::measure(&server.url(), plan, &dir.join("writer")).await?;
+        tracing::info!("raw limits again, to show how much they drifted meanwhile");
+        let raw_after = raw::measure(&client, plan, "raw2", false).await?;
         let version = crate::log::ServerVersion::of(&client)?;
         let (rebuild, cold_start) =
             rebuild::measure(&client, plan, durability, version, &dir.join("rebuild")).await?;
         let _ = client.drain().await;
         Ok(ModeFigures {
             raw,
+            raw_after,
             orchestrator,
             http,
             rebuild,
@@ -330,6 +333,14 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
                 .into(),
             "raw figures publish the writer's exact messages (subjects, headers, postcard envelopes), \
              built before the clock starts; raw replay decodes every envelope"
+                .into(),
+            "ratios and targets use the raw limits measured just before the orchestrator phases; \
+             'after' repeats them once the NATS and HTTP phases are done: the gap shows how much \
+             the machine's capacity moved during the run"
+                .into(),
+            "with sync always on servers >= 2.12 the rebuild stream is filled with atomic batches \
+             (one fsync per batch) into a stream of the log's configuration plus allow_atomic; \
+             what is read back is the same"
                 .into(),
             "writer memory is measured once (no NATS involved) and shown in each mode".into(),
             format!(

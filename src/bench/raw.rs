@@ -30,8 +30,9 @@ pub struct RawFigures {
     pub pipelined: Rate,
     /// How many publishes were in flight at most.
     pub in_flight: usize,
-    /// An ordered-consumer replay of the scratch stream, decoding every envelope.
-    pub replay: Rate,
+    /// An ordered-consumer replay of the scratch stream, decoding every envelope (not measured
+    /// again when the limits are re-measured after the orchestrator phases).
+    pub replay: Option<Rate>,
 }
 
 /// Things done over a time.
@@ -265,10 +266,16 @@ pub async fn replay(reader: &Reader, last: u64) -> Result<Rate, BenchError> {
     Ok(Rate::new(count, started.elapsed()))
 }
 
-/// Measures the raw limits on a scratch stream `raw` of the log's configuration.
-pub async fn measure(client: &async_nats::Client, plan: &Plan) -> Result<RawFigures, BenchError> {
+/// Measures the raw limits on a new scratch stream of the log's configuration, for the cell named
+/// `scratch`; the replay too when `with_replay`.
+pub async fn measure(
+    client: &async_nats::Client,
+    plan: &Plan,
+    scratch: &str,
+    with_replay: bool,
+) -> Result<RawFigures, BenchError> {
     let js = jetstream::new(client.clone());
-    let cell = CellId::parse("raw").map_err(|e| BenchError::Setup(e.to_string()))?;
+    let cell = CellId::parse(scratch).map_err(|e| BenchError::Setup(e.to_string()))?;
     ensure_stream(&js, &LogConfig::new(cell.clone())).await?;
     let mut mix = EventMix::new(0x5eed_0001, plan.vms, now_ms());
 
@@ -298,9 +305,13 @@ pub async fn measure(client: &async_nats::Client, plan: &Plan) -> Result<RawFigu
     let pipelined = publish_pipelined(&js, msgs, last, plan.in_flight, Some(deadline)).await?;
     last += pipelined.count;
 
-    tracing::info!(events = last, "raw: ordered-consumer replay");
-    let reader = Reader::new(js, cell).await?;
-    let replay = replay(&reader, last).await?;
+    let replay = if with_replay {
+        tracing::info!(events = last, "raw: ordered-consumer replay");
+        let reader = Reader::new(js, cell).await?;
+        Some(replay(&reader, last).await?)
+    } else {
+        None
+    };
     Ok(RawFigures {
         sequential,
         pipelined,

@@ -84,8 +84,11 @@ pub struct ModeReport {
 /// The figures of one mode.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModeFigures {
-    /// The raw NATS limits.
+    /// The raw NATS limits, measured before the orchestrator phases: the ratios and targets use these.
     pub raw: RawFigures,
+    /// The same limits measured again after the orchestrator phases (NATS and HTTP), to show how
+    /// much the machine's capacity drifted during the run.
+    pub raw_after: RawFigures,
     /// The orchestrator over NATS.
     pub orchestrator: OrchestratorFigures,
     /// The orchestrator through the HTTP bridge.
@@ -289,9 +292,15 @@ impl BenchReport {
             };
             let raw_rate = f.raw.pipelined.per_second;
             let raw_rate_text = format!(
-                "{} pipelined ({} in flight)",
+                "{} pipelined ({} in flight; {} after)",
                 rate(raw_rate, "msg/s"),
-                f.raw.in_flight
+                f.raw.in_flight,
+                thousands(f.raw_after.pipelined.per_second)
+            );
+            let raw_latency_text = format!(
+                "{} sequential ({} after)",
+                f.raw.sequential.show(),
+                f.raw_after.sequential.show()
             );
             for l in &f.orchestrator.levels {
                 row(
@@ -326,7 +335,7 @@ impl BenchReport {
                             if l.clients == 1 { "" } else { "s" }
                         ),
                         &format!("{}{faults}", l.latency.show()),
-                        &format!("{} sequential", f.raw.sequential.show()),
+                        &raw_latency_text,
                         &format!(
                             "p99 {:.1}x",
                             ratio(l.latency.p99_us, f.raw.sequential.p99_us)
