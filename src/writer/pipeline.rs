@@ -55,6 +55,9 @@ struct Pipeline<'a> {
 
 const RECENT: usize = 1024;
 
+/// How long after sending an append the writer waits for its ack before it recovers from the log.
+const ACK_TIMEOUT: Duration = Duration::from_secs(3);
+
 fn now_ms() -> Timestamp {
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -253,7 +256,19 @@ impl Pipeline<'_> {
                     .instrument(span.clone())
                     .await
                 {
-                    Ok(pending) => Box::pin(pending.ack()),
+                    Ok(pending) => {
+                        // The deadline counts from the send, not from the first poll: after a lost
+                        // connection every ack in flight expires at about the same time.
+                        let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
+                        Box::pin(async move {
+                            match tokio::time::timeout_at(deadline, pending.ack()).await {
+                                Ok(ack) => ack,
+                                Err(_) => Err(LogError::Unavailable(format!(
+                                    "no ack within {ACK_TIMEOUT:?} of sending"
+                                ))),
+                            }
+                        })
+                    }
                     Err(e) => Box::pin(async move { Err(e) }),
                 };
                 evolve(&mut self.state, seq, &env);
