@@ -6,6 +6,7 @@ use std::process::Command;
 use std::str::FromStr;
 
 use super::NatsServerError;
+pub use crate::log::ServerVersion;
 
 /// How often JetStream fsyncs its file store: a stated choice, never an accident.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -65,55 +66,10 @@ impl FromStr for Durability {
 /// The first server version that knows `jetstream { sync_interval }`.
 pub const SYNC_ALWAYS_MIN_VERSION: ServerVersion = ServerVersion::new(2, 10, 0);
 
-/// A `nats-server` release number; pre-release suffixes (`-RC.1`, `-beta`) are ignored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ServerVersion {
-    /// Major release number, `2` in `2.9.10`.
-    pub major: u32,
-    /// Minor release number, `9` in `2.9.10`.
-    pub minor: u32,
-    /// Patch number, `10` in `2.9.10`.
-    pub patch: u32,
-}
-
-impl ServerVersion {
-    /// The version `major.minor.patch`.
-    pub const fn new(major: u32, minor: u32, patch: u32) -> Self {
-        ServerVersion {
-            major,
-            minor,
-            patch,
-        }
-    }
-
-    /// Finds the version in what `nats-server --version` prints (`nats-server: v2.9.10`), or in a bare
-    /// `2.9.10` / `v2.9.10`. `None` when no word of `output` is a version.
-    pub fn parse(output: &str) -> Option<Self> {
-        output.split_whitespace().find_map(parse_word)
-    }
-}
-
-/// Parses one word such as `v2.10.3-RC.1`; the patch may be missing (`v2.10` is 2.10.0).
-fn parse_word(word: &str) -> Option<ServerVersion> {
-    let word = word.strip_prefix('v').unwrap_or(word);
-    let release = word.split(['-', '+']).next()?;
-    let mut parts = release.split('.');
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.parse().ok()?;
-    let patch = match parts.next() {
-        Some(patch) => patch.parse().ok()?,
-        None => 0,
-    };
-    if parts.next().is_some() {
-        return None;
-    }
-    Some(ServerVersion::new(major, minor, patch))
-}
-
-impl fmt::Display for ServerVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
-    }
+/// Finds the version in what `nats-server --version` prints (`nats-server: v2.9.10`), or in a bare
+/// `2.9.10` / `v2.9.10`. `None` when no word of `output` is a version.
+pub fn parse_version_output(output: &str) -> Option<ServerVersion> {
+    output.split_whitespace().find_map(ServerVersion::parse)
 }
 
 /// Runs `bin --version` and parses what it prints. Blocks for the few milliseconds the binary takes.
@@ -128,7 +84,7 @@ pub fn binary_version(bin: &Path) -> Result<ServerVersion, NatsServerError> {
     let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
     text.push(' ');
     text.push_str(&String::from_utf8_lossy(&output.stderr));
-    ServerVersion::parse(&text).ok_or_else(|| NatsServerError::UnparsableVersion {
+    parse_version_output(&text).ok_or_else(|| NatsServerError::UnparsableVersion {
         bin: bin.to_owned(),
         output: text.trim().to_owned(),
     })
@@ -141,11 +97,11 @@ mod tests {
     #[test]
     fn parses_what_the_binaries_print() {
         assert_eq!(
-            ServerVersion::parse("nats-server: v2.9.10\n"),
+            parse_version_output("nats-server: v2.9.10\n"),
             Some(ServerVersion::new(2, 9, 10))
         );
         assert_eq!(
-            ServerVersion::parse("nats-server: v2.15.1"),
+            parse_version_output("nats-server: v2.15.1"),
             Some(ServerVersion::new(2, 15, 1))
         );
     }
@@ -153,25 +109,25 @@ mod tests {
     #[test]
     fn parses_bare_and_prerelease_versions() {
         assert_eq!(
-            ServerVersion::parse("2.10.0"),
+            parse_version_output("2.10.0"),
             Some(ServerVersion::new(2, 10, 0))
         );
         assert_eq!(
-            ServerVersion::parse("nats-server: v2.11.0-RC.1"),
+            parse_version_output("nats-server: v2.11.0-RC.1"),
             Some(ServerVersion::new(2, 11, 0))
         );
         assert_eq!(
-            ServerVersion::parse("v2.10"),
+            parse_version_output("v2.10"),
             Some(ServerVersion::new(2, 10, 0))
         );
     }
 
     #[test]
     fn refuses_text_without_a_version() {
-        assert_eq!(ServerVersion::parse(""), None);
-        assert_eq!(ServerVersion::parse("nats-server: unknown"), None);
-        assert_eq!(ServerVersion::parse("v2.x.1"), None);
-        assert_eq!(ServerVersion::parse("1.2.3.4"), None);
+        assert_eq!(parse_version_output(""), None);
+        assert_eq!(parse_version_output("nats-server: unknown"), None);
+        assert_eq!(parse_version_output("v2.x.1"), None);
+        assert_eq!(parse_version_output("1.2.3.4"), None);
     }
 
     #[test]
