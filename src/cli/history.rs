@@ -9,6 +9,7 @@ use orchestrator_events::{Event, SessionId, Timestamp};
 use serde::Serialize;
 
 use super::{format, CliError, NatsArgs};
+use crate::domain::timeline as domain_timeline;
 use crate::domain::SessionStatus;
 use crate::log::StoredEvent;
 
@@ -79,71 +80,54 @@ pub struct Timeline {
     pub ongoing: Option<Ongoing>,
 }
 
-/// The status a session event leads to.
-fn status_after(event: &Event, current: SessionStatus) -> SessionStatus {
-    match event {
-        Event::SessionStarted { .. } => SessionStatus::Starting,
-        Event::SessionAssigned { .. } | Event::SessionResumed { .. } => SessionStatus::Active,
-        Event::SessionPaused { .. } => SessionStatus::Paused,
-        Event::SessionEnded { .. } => SessionStatus::Ended,
-        _ => current,
-    }
-}
-
 /// Builds the timeline of a session's events (in log order, at least one).
 pub fn timeline(session_id: SessionId, events: &[StoredEvent]) -> Timeline {
-    let mut time_in: BTreeMap<&'static str, i64> = [
-        SessionStatus::Starting,
-        SessionStatus::Active,
-        SessionStatus::Paused,
+    let t = domain_timeline::Timeline::of(
+        events
+            .iter()
+            .map(|e| (e.envelope.occurred_at, &e.envelope.event)),
+    );
+    let entries = events
+        .iter()
+        .zip(&t.steps)
+        .map(|(ev, step)| {
+            let env = &ev.envelope;
+            Entry {
+                seq: ev.seq,
+                at: format::time(env.occurred_at),
+                at_ms: env.occurred_at,
+                event_type: env.event.event_type().to_string(),
+                actor: env.actor.to_string(),
+                command_id: env.command_id.clone(),
+                event_id: env.event_id.clone(),
+                status: step.status,
+                details: format::details(&env.event),
+                event: env.event.clone(),
+            }
+        })
+        .collect();
+    let time_in_state_ms = [
+        (SessionStatus::Starting, t.closed.starting),
+        (SessionStatus::Active, t.closed.active),
+        (SessionStatus::Paused, t.closed.paused),
     ]
     .into_iter()
-    .map(|s| (s.as_str(), 0))
+    .map(|(s, ms)| (s.as_str(), ms))
     .collect();
-    let mut status = SessionStatus::Starting;
-    let mut since: Option<Timestamp> = None;
-    let mut entries = Vec::with_capacity(events.len());
-    for ev in events {
-        let env = &ev.envelope;
-        let next = status_after(&env.event, status);
-        if let Some(t0) = since {
-            if next != status {
-                *time_in.entry(status.as_str()).or_insert(0) += env.occurred_at - t0;
-                since = Some(env.occurred_at);
-            }
-        } else {
-            since = Some(env.occurred_at);
-        }
-        status = next;
-        entries.push(Entry {
-            seq: ev.seq,
-            at: format::time(env.occurred_at),
-            at_ms: env.occurred_at,
-            event_type: env.event.event_type().to_string(),
-            actor: env.actor.to_string(),
-            command_id: env.command_id.clone(),
-            event_id: env.event_id.clone(),
-            status,
-            details: format::details(&env.event),
-            event: env.event.clone(),
-        });
-    }
-    let first = entries.first().map_or(0, |e| e.at_ms);
-    let last = entries.last().map_or(0, |e| e.at_ms);
-    let ongoing = (status != SessionStatus::Ended).then(|| {
-        let since_ms = since.unwrap_or(last);
-        Ongoing {
+    let ongoing = match (t.status, t.since) {
+        (SessionStatus::Ended, _) | (_, None) => None,
+        (status, Some(since_ms)) => Some(Ongoing {
             status,
             since: format::time(since_ms),
             since_ms,
-        }
-    });
+        }),
+    };
     Timeline {
         session_id,
-        status,
+        status: t.status,
         events: entries,
-        time_in_state_ms: time_in,
-        lifetime_ms: last - first,
+        time_in_state_ms,
+        lifetime_ms: t.lifetime_ms(),
         ongoing,
     }
 }

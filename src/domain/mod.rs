@@ -21,6 +21,7 @@ pub mod invariants;
 pub mod placement;
 pub mod rejection;
 pub mod state;
+pub mod timeline;
 
 #[cfg(test)]
 mod tests;

@@ -6,14 +6,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::extract::State;
 use axum::Json;
 use futures::StreamExt;
-use orchestrator_events::{Event, Timestamp};
+use orchestrator_events::Timestamp;
 
 use super::auth::Auth;
 use super::errors::ApiError;
 use super::extract::SessionPath;
 use super::sessions::visible_session;
 use super::state::AppState;
-use super::types::{History, HistoryEntry, LogEvent, TimeInStatus};
+use super::types::{History, HistoryEntry, LogEvent};
+use crate::domain::timeline::{TimeInStatus, Timeline};
 use crate::domain::SessionStatus;
 use crate::log::{LogError, StoredEvent};
 
@@ -27,55 +28,28 @@ fn log_error(e: LogError) -> ApiError {
     }
 }
 
-/// The status a session is in after `event`.
-fn status_after(event: &Event, before: SessionStatus) -> SessionStatus {
-    match event {
-        Event::SessionStarted { .. } => SessionStatus::Starting,
-        Event::SessionAssigned { .. } | Event::SessionResumed { .. } => SessionStatus::Active,
-        Event::SessionPaused { .. } => SessionStatus::Paused,
-        Event::SessionEnded { .. } => SessionStatus::Ended,
-        _ => before,
-    }
-}
-
-fn add(t: &mut TimeInStatus, status: SessionStatus, ms: i64) {
-    match status {
-        SessionStatus::Starting => t.starting += ms,
-        SessionStatus::Active => t.active += ms,
-        SessionStatus::Paused => t.paused += ms,
-        SessionStatus::Ended => {}
-    }
-}
-
 /// Builds the timeline of a session's events (in stream order), counting an open status up to
 /// `as_of`.
 pub fn timeline(
     events: Vec<StoredEvent>,
     as_of: Timestamp,
 ) -> (Vec<HistoryEntry>, SessionStatus, TimeInStatus) {
-    let mut time = TimeInStatus::default();
-    let mut status = SessionStatus::Starting;
-    let mut prev_at: Option<Timestamp> = None;
-    let mut entries = Vec::with_capacity(events.len());
-    for e in events {
-        let at = e.envelope.occurred_at;
-        let spent = prev_at.map_or(0, |p| (at - p).max(0));
-        if prev_at.is_some() {
-            add(&mut time, status, spent);
-        }
-        status = status_after(&e.envelope.event, status);
-        prev_at = Some(at);
-        entries.push(HistoryEntry {
+    let t = Timeline::of(
+        events
+            .iter()
+            .map(|e| (e.envelope.occurred_at, &e.envelope.event)),
+    );
+    let entries = events
+        .into_iter()
+        .zip(&t.steps)
+        .map(|(e, step)| HistoryEntry {
             event: LogEvent::new(e.seq, e.envelope),
             stored_at: e.stored_at,
-            status,
-            ms_in_previous_status: spent,
-        });
-    }
-    if let Some(last) = prev_at {
-        add(&mut time, status, (as_of - last).max(0));
-    }
-    (entries, status, time)
+            status: step.status,
+            ms_in_previous_status: step.ms_in_previous_status,
+        })
+        .collect();
+    (entries, t.status, t.time_in_status(as_of))
 }
 
 fn now_ms() -> Timestamp {
@@ -124,7 +98,7 @@ pub async fn history(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use orchestrator_events::{Actor, EndReason, Envelope};
+    use orchestrator_events::{Actor, EndReason, Envelope, Event};
 
     fn ev(seq: u64, at: Timestamp, event: Event) -> StoredEvent {
         StoredEvent {

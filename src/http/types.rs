@@ -175,16 +175,7 @@ pub struct HistoryEntry {
     pub ms_in_previous_status: i64,
 }
 
-/// Milliseconds a session spent in each status.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct TimeInStatus {
-    /// `starting`
-    pub starting: i64,
-    /// `active`
-    pub active: i64,
-    /// `paused`
-    pub paused: i64,
-}
+pub use crate::domain::timeline::TimeInStatus;
 
 /// `GET /v1/sessions/{id}/history`: the session's timeline from the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
