@@ -96,6 +96,26 @@ impl<'a, K: Kv> Overlay<'a, K> {
         Ok(())
     }
 
+    /// Applies consecutive events, the first of which must be at `expected`; returns the sequence
+    /// the next batch must start at. A gap or a repeat is an error, never skipped.
+    pub fn apply_all(
+        &mut self,
+        mut expected: u64,
+        events: &[(u64, Envelope)],
+    ) -> Result<u64, ProjectionError> {
+        for (seq, env) in events {
+            if *seq != expected {
+                return Err(ProjectionError::OutOfOrder {
+                    expected,
+                    got: *seq,
+                });
+            }
+            self.apply(*seq, env)?;
+            expected += 1;
+        }
+        Ok(expected)
+    }
+
     /// Applies the event stored at `seq`.
     pub fn apply(&mut self, seq: u64, env: &Envelope) -> Result<(), ProjectionError> {
         let at = env.occurred_at;

@@ -137,16 +137,7 @@ pub async fn replay_in_memory(
     while let Some(batch) = next_batch(&mut events).await {
         let batch = batch.map_err(log_error)?;
         let mut overlay = Overlay::new(&mem);
-        for (seq, env) in &batch {
-            if *seq != expected {
-                return Err(ProjectionError::OutOfOrder {
-                    expected,
-                    got: *seq,
-                });
-            }
-            overlay.apply(*seq, env)?;
-            expected += 1;
-        }
+        expected = overlay.apply_all(expected, &batch)?;
         let writes = overlay.writes;
         for (k, v) in writes {
             match v {

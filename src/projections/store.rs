@@ -181,18 +181,8 @@ impl Projections {
             return Ok(());
         }
         let _writing = self.lock();
-        let mut expected = self.checkpoint() + 1;
         let mut overlay = Overlay::new(&self.inner.tree);
-        for (seq, env) in events {
-            if *seq != expected {
-                return Err(ProjectionError::OutOfOrder {
-                    expected,
-                    got: *seq,
-                });
-            }
-            overlay.apply(*seq, env)?;
-            expected += 1;
-        }
+        let next = overlay.apply_all(self.checkpoint() + 1, events)?;
         let mut batch = sled::Batch::default();
         for (k, v) in overlay.writes {
             match v {
@@ -201,7 +191,7 @@ impl Projections {
             }
         }
         self.inner.tree.apply_batch(batch)?;
-        self.inner.applied.send_replace(expected - 1);
+        self.inner.applied.send_replace(next - 1);
         Ok(())
     }
 
