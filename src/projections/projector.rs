@@ -29,29 +29,38 @@ fn log_error(e: LogError) -> ProjectionError {
     }
 }
 
+/// Events read in one go, and the error that ended the read, if one did.
+struct Batch {
+    events: Vec<(u64, Envelope)>,
+    error: Option<LogError>,
+}
+
 /// Reads the next batch: waits for one event, then takes those already there, up to [`BATCH`].
-/// `None` when the stream ended.
-async fn next_batch(events: &mut EventStream) -> Option<Result<Vec<(u64, Envelope)>, LogError>> {
-    let first = events.next().await?;
-    let mut batch = Vec::with_capacity(64);
-    match first {
-        Ok(ev) => batch.push((ev.seq, ev.envelope)),
-        Err(e) => return Some(Err(e)),
+/// An error ends the batch and comes with the events read before it, so those are applied first
+/// and the error is never lost. `None` when the stream ended.
+async fn next_batch(events: &mut EventStream) -> Option<Batch> {
+    let mut batch = Batch {
+        events: Vec::with_capacity(64),
+        error: None,
+    };
+    match events.next().await? {
+        Ok(ev) => batch.events.push((ev.seq, ev.envelope)),
+        Err(e) => {
+            batch.error = Some(e);
+            return Some(batch);
+        }
     }
-    while batch.len() < BATCH {
+    while batch.events.len() < BATCH {
         match events.next().now_or_never() {
-            Some(Some(Ok(ev))) => batch.push((ev.seq, ev.envelope)),
+            Some(Some(Ok(ev))) => batch.events.push((ev.seq, ev.envelope)),
             Some(Some(Err(e))) => {
-                // Apply what came before the error first; the error comes back on the next read.
-                if matches!(e, LogError::Decode { .. }) {
-                    return Some(Err(e));
-                }
+                batch.error = Some(e);
                 break;
             }
             Some(None) | None => break,
         }
     }
-    Some(Ok(batch))
+    Some(batch)
 }
 
 /// Follows the log into `store` until `shutdown` fires.
@@ -88,14 +97,15 @@ pub async fn run(
                 }
                 b = next_batch(&mut events) => b,
             };
-            match batch {
-                Some(Ok(batch)) => store.apply_batch(&batch)?,
-                Some(Err(e @ LogError::Decode { .. })) => return Err(log_error(e)),
-                Some(Err(e)) => {
+            let Some(batch) = batch else { break };
+            store.apply_batch(&batch.events)?;
+            match batch.error {
+                None => {}
+                Some(e @ LogError::Decode { .. }) => return Err(log_error(e)),
+                Some(e) => {
                     tracing::warn!(error = %e, "projector: log read failed, resuming from the checkpoint");
                     break;
                 }
-                None => break,
             }
         }
     }
@@ -113,12 +123,20 @@ pub async fn rebuild(
     let mut done = 0u64;
     progress(0, last);
     while let Some(batch) = next_batch(&mut events).await {
-        let batch = batch.map_err(log_error)?;
-        store.apply_batch(&batch)?;
-        done += batch.len() as u64;
+        store.apply_batch(&batch.events)?;
+        done += batch.events.len() as u64;
         progress(done, last);
+        if let Some(e) = batch.error {
+            return Err(log_error(e));
+        }
     }
     store.flush().await?;
+    if store.checkpoint() != last {
+        return Err(ProjectionError::Log(format!(
+            "the log read ended at {} before {last}",
+            store.checkpoint()
+        )));
+    }
     Ok(done)
 }
 
@@ -135,9 +153,11 @@ pub async fn replay_in_memory(
     let mut events = reader.read_range(1, to).await.map_err(log_error)?;
     let mut expected = 1;
     while let Some(batch) = next_batch(&mut events).await {
-        let batch = batch.map_err(log_error)?;
+        if let Some(e) = batch.error {
+            return Err(log_error(e));
+        }
         let mut overlay = Overlay::new(&mem);
-        expected = overlay.apply_all(expected, &batch)?;
+        expected = overlay.apply_all(expected, &batch.events)?;
         let writes = overlay.writes;
         for (k, v) in writes {
             match v {
