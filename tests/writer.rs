@@ -240,3 +240,80 @@ async fn capacity_holds_under_concurrent_assignments() {
     let vm = c.store.vm(&"vm-1".parse().unwrap()).unwrap().unwrap();
     assert_eq!(vm.used, 3);
 }
+
+#[tokio::test]
+async fn recovers_from_a_snapshot_and_ignores_one_the_log_does_not_match() {
+    use orchestrator::log::{ensure_stream, Appender, LogConfig, Reader};
+    use orchestrator::writer::recovery::{recover, snapshot_path};
+
+    let server = TestServer::start_default().await;
+    let client = server.client().await;
+    let data = tempfile::tempdir().unwrap();
+    let stop = CancellationToken::new();
+    let mut config = WriterConfig::new(CellId::default_cell());
+    config.data_dir = Some(data.path().to_path_buf());
+    config.snapshot_every = 5;
+    let writer = tokio::spawn(writer::run(client.clone(), config.clone(), stop.clone()));
+    let c = Cell {
+        _server: server,
+        client: client.clone(),
+        store: Projections::open(&data.path().join("p")).unwrap().0,
+        stop: stop.clone(),
+    };
+    c.wait_for_writer().await;
+    for i in 0..12 {
+        seq(&c
+            .cmd(
+                "vm_register",
+                &format!("r{i}"),
+                json!({"vm_id": format!("vm-{i}"), "capacity": 1}),
+            )
+            .await);
+    }
+    stop.cancel();
+    writer.await.unwrap().unwrap();
+    let path = snapshot_path(data.path(), &CellId::default_cell());
+    assert!(path.exists(), "a snapshot was saved");
+
+    // The snapshot plus the tail equals a replay of the whole log.
+    let js = async_nats::jetstream::new(client.clone());
+    let reader = Reader::new(js, CellId::default_cell()).await.unwrap();
+    let (state, _, how) = recover(&reader, &config.domain, Some(&path)).await.unwrap();
+    let snap_seq = how.snapshot_seq.expect("the snapshot was used");
+    assert!(snap_seq >= 5, "{how:?}");
+    assert_eq!(snap_seq + how.replayed, 12);
+    let (replayed, violation) = orchestrator::admin::replay_state(&reader, &config.domain, 12)
+        .await
+        .unwrap();
+    assert!(violation.is_none());
+    assert_eq!(state.fingerprint(), replayed.fingerprint());
+
+    // Against another log (a new stream whose event at that sequence differs), it is ignored.
+    let other = TestServer::start_default().await;
+    let js = other.jetstream().await;
+    ensure_stream(&js, &LogConfig::new(CellId::default_cell()))
+        .await
+        .unwrap();
+    let appender = Appender::new(js.clone(), CellId::default_cell());
+    for i in 0..snap_seq {
+        let env = orchestrator_events::Envelope::new(
+            format!("other-{i}"),
+            format!("o{i}"),
+            1,
+            1_700_000_000_000,
+            orchestrator_events::Actor::operator("t"),
+            orchestrator_events::Event::VmDrained {
+                vm_id: "vm-x".parse().unwrap(),
+            },
+        );
+        appender.append(&env, i).await.unwrap();
+    }
+    let reader = Reader::new(js, CellId::default_cell()).await.unwrap();
+    let (state, _, how) = recover(&reader, &config.domain, Some(&path)).await.unwrap();
+    assert_eq!(
+        how.snapshot_seq, None,
+        "a snapshot of another log is not used"
+    );
+    assert_eq!(how.replayed, snap_seq);
+    assert!(state.vms.is_empty());
+}

@@ -57,6 +57,9 @@ fn apply(state: &mut State, env: &Envelope) {
             }
             s.status = SessionStatus::Active;
             s.vm_id = Some(vm_id.clone());
+            // Placement is the only reader of the requirements, and a placed session is never placed
+            // again: free them (half of a live session's memory). The projections keep them.
+            s.requirements = Default::default();
             if let Some(vm) = state.vms.get_mut(vm_id) {
                 vm.used = vm.used.saturating_add(1);
             }

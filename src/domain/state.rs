@@ -107,7 +107,7 @@ pub struct Session {
     pub user_id: UserId,
     /// Which game.
     pub game_id: GameId,
-    /// Labels its VM must carry.
+    /// Labels its VM must carry; emptied once it is placed (placement is their only reader).
     pub requirements: Labels,
     /// Where it is in its lifecycle.
     pub status: SessionStatus,

@@ -51,6 +51,8 @@ struct Pipeline<'a> {
     recent: VecDeque<(u64, Envelope)>,
     snapshot: Option<PathBuf>,
     since_snapshot: u64,
+    /// The snapshot being saved in the background, if one is.
+    saving: Option<Saving>,
 }
 
 const RECENT: usize = 1024;
@@ -87,6 +89,7 @@ pub async fn lead(
         recent: VecDeque::with_capacity(RECENT),
         snapshot,
         since_snapshot: 0,
+        saving: None,
     };
     if !p.resync(&lost, &shutdown).await? {
         return Ok(());
@@ -102,11 +105,15 @@ pub async fn lead(
     tracing::info!(cell = %cell, seq = p.state.last_seq, "writer serving commands");
     let stopping = loop {
         p.flush_ready().await;
-        if p.inflight.is_empty() && p.since_snapshot >= config.snapshot_every {
-            p.take_snapshot().await;
+        p.reap_snapshot();
+        if p.inflight.is_empty() && p.since_snapshot >= config.snapshot_every && p.saving.is_none()
+        {
+            p.start_snapshot();
         }
-        let room =
-            p.inflight.len() < config.max_in_flight && p.since_snapshot < config.snapshot_every;
+        // A snapshot is of confirmed state only, so it waits for a moment with nothing in flight;
+        // under a load that never leaves one, intake pauses once it is a whole interval overdue.
+        let room = p.inflight.len() < config.max_in_flight
+            && p.since_snapshot < config.snapshot_every.saturating_mul(2);
         let head_pending = matches!(
             p.inflight.front(),
             Some(Entry {
@@ -137,8 +144,14 @@ pub async fn lead(
     let _ = sub.unsubscribe().await;
     let _ = admin.unsubscribe().await;
     p.drain().await;
+    if let Some(saving) = p.saving.take() {
+        log_snapshot(saving.await);
+    }
     if stopping {
-        p.take_snapshot().await;
+        p.start_snapshot();
+        if let Some(saving) = p.saving.take() {
+            log_snapshot(saving.await);
+        }
     }
     Ok(())
 }
@@ -447,7 +460,9 @@ impl Pipeline<'_> {
         }
     }
 
-    async fn take_snapshot(&mut self) {
+    /// Starts saving a snapshot of the state in the background: the copy is taken here, the
+    /// encoding, write and fsync happen on a blocking thread while commands go on.
+    fn start_snapshot(&mut self) {
         self.since_snapshot = 0;
         let (Some(path), Some(last_event_id)) = (self.snapshot.clone(), self.last_event_id.clone())
         else {
@@ -455,15 +470,22 @@ impl Pipeline<'_> {
         };
         let state = self.state.clone();
         let cell = self.config.log.cell.clone();
-        let seq = state.last_seq;
-        let res = tokio::task::spawn_blocking(move || {
-            recovery::save_snapshot(&path, &cell, &last_event_id, &state)
-        })
-        .await;
-        match res {
-            Ok(Ok(())) => tracing::info!(seq, "writer snapshot saved"),
-            Ok(Err(e)) => tracing::warn!(seq, error = %e, "writer snapshot failed"),
-            Err(e) => tracing::warn!(seq, error = %e, "writer snapshot task failed"),
+        self.saving = Some(tokio::task::spawn_blocking(move || {
+            let seq = state.last_seq;
+            recovery::save_snapshot(&path, &cell, &last_event_id, &state).map(|()| seq)
+        }));
+    }
+
+    /// Logs a finished background save.
+    fn reap_snapshot(&mut self) {
+        if self.saving.as_ref().is_some_and(|h| h.is_finished()) {
+            if let Some(saving) = self.saving.take() {
+                log_snapshot(
+                    futures::FutureExt::now_or_never(saving).unwrap_or_else(|| {
+                        Ok(Err(std::io::Error::other("finished task not ready")))
+                    }),
+                );
+            }
         }
     }
 
@@ -493,6 +515,16 @@ impl Pipeline<'_> {
         {
             tracing::warn!(error = %e, "sending a reply");
         }
+    }
+}
+
+type Saving = tokio::task::JoinHandle<std::io::Result<u64>>;
+
+fn log_snapshot(res: Result<std::io::Result<u64>, tokio::task::JoinError>) {
+    match res {
+        Ok(Ok(seq)) => tracing::info!(seq, "writer snapshot saved"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "writer snapshot failed"),
+        Err(e) => tracing::warn!(error = %e, "writer snapshot task failed"),
     }
 }
 

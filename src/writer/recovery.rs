@@ -17,9 +17,20 @@ use sha2::{Digest, Sha256};
 use crate::domain::{evolve, DomainConfig, State};
 use crate::log::{LogError, Reader};
 
-const SNAPSHOT_FORMAT: u32 = 1;
+// 2: placed sessions no longer keep their requirements.
+const SNAPSHOT_FORMAT: u32 = 2;
 
-#[derive(Serialize, Deserialize)]
+/// The snapshot as written: borrows the state, so saving copies nothing more.
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    format: u32,
+    cell: &'a CellId,
+    last_event_id: &'a str,
+    state: &'a State,
+}
+
+/// The snapshot as read; the same encoding as [`SnapshotRef`].
+#[derive(Deserialize)]
 struct Snapshot {
     format: u32,
     cell: CellId,
@@ -51,18 +62,18 @@ pub fn save_snapshot(
     last_event_id: &str,
     state: &State,
 ) -> std::io::Result<()> {
-    let snap = Snapshot {
+    let snap = SnapshotRef {
         format: SNAPSHOT_FORMAT,
-        cell: cell.clone(),
-        last_event_id: last_event_id.to_owned(),
-        state: state.clone(),
+        cell,
+        last_event_id,
+        state,
     };
     let bytes = encode_snapshot(&snap);
     write_atomically(path, &bytes)
 }
 
 /// Encodes an already-taken snapshot; lets a caller clone the state quickly and write elsewhere.
-fn encode_snapshot(snap: &Snapshot) -> Vec<u8> {
+fn encode_snapshot(snap: &SnapshotRef<'_>) -> Vec<u8> {
     // A state is plain data: postcard encoding cannot fail.
     let mut bytes = postcard::to_stdvec(snap).expect("a state always encodes");
     let sum = Sha256::digest(&bytes);
