@@ -10,6 +10,8 @@
 //! - [`nats_server`]: starts and supervises a local `nats-server` (the embedded default, and tests).
 //! - [`writer`]: the cell's single writer: receives commands, decides, appends, replies.
 //! - [`projections`]: sled read models rebuilt from the log, with read-your-writes.
+//! - [`client`]: sends commands to a cell's writer over NATS (the CLI, the bridge, the benchmark).
+//! - [`admin`]: `verify`: the live projections and writer state against a replay of the log.
 //! - [`schemas`]: JSON Schemas of events, command requests and rejections, generated from the types.
 //! - [`http`]: the HTTP bridge the frontend uses.
 //! - [`cli`]: the `orchestrator` binary's subcommands.
