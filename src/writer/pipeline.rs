@@ -6,17 +6,22 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
-use async_nats::{HeaderMap, Message, Subject};
+use async_nats::{Message, Subject};
 use futures::StreamExt;
 use orchestrator_events::{Envelope, Timestamp};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::protocol::{self, Reply, Request};
+
+mod answers;
+mod snapshot;
+
 use super::recovery::{self, snapshot_path};
 use super::{WriterConfig, WriterError};
 use crate::domain::{evolve, handle, CommandMeta, Decision, State};
 use crate::log::{Appended, Appender, LogError, Reader};
+use snapshot::{log_snapshot, Saving};
 
 type AckFuture = Pin<Box<dyn Future<Output = Result<Appended, LogError>> + Send>>;
 
@@ -392,139 +397,6 @@ impl Pipeline<'_> {
             self.accept(reply_to, json, req).await;
         }
         Ok(true)
-    }
-
-    /// Answers the entries at the head that need no ack.
-    async fn flush_ready(&mut self) {
-        while let Some(front) = self.inflight.front() {
-            match front.outcome {
-                Outcome::Append { .. } => return,
-                Outcome::Ready(_) | Outcome::Duplicate { .. } => {}
-            }
-            let Some(entry) = self.inflight.pop_front() else {
-                return;
-            };
-            let reply = match entry.outcome {
-                Outcome::Ready(reply) => reply,
-                Outcome::Duplicate { seq } => self.first_result(seq).await,
-                Outcome::Append { .. } => unreachable!("checked above"),
-            };
-            self.reply_now(entry.reply_to, entry.json, reply).await;
-        }
-    }
-
-    /// The first result of a command applied at `seq`.
-    async fn first_result(&mut self, seq: u64) -> Reply {
-        if let Some((_, env)) = self.recent.iter().find(|(s, _)| *s == seq) {
-            return Reply::Accepted {
-                seq,
-                duplicate: true,
-                event: Box::new(env.clone()),
-            };
-        }
-        match self.reader.get(seq).await {
-            Ok(Some(m)) => Reply::Accepted {
-                seq,
-                duplicate: true,
-                event: Box::new(m.event.envelope),
-            },
-            Ok(None) => Reply::error("unavailable", format!("event {seq} not found in the log")),
-            Err(e) => {
-                tracing::warn!(seq, error = %e, "reading a first result");
-                unavailable()
-            }
-        }
-    }
-
-    /// Answers what is in flight before stopping: acks that come are answered, the others are told
-    /// to retry.
-    async fn drain(&mut self) {
-        while !self.inflight.is_empty() {
-            self.flush_ready().await;
-            if self.inflight.is_empty() {
-                break;
-            }
-            let ack =
-                tokio::time::timeout(Duration::from_secs(5), head_ack(&mut self.inflight)).await;
-            match ack {
-                Ok(Ok(a)) => {
-                    if self.on_ack(Ok(a)).await.is_err() {
-                        break;
-                    }
-                }
-                _ => break,
-            }
-        }
-        for e in std::mem::take(&mut self.inflight) {
-            self.reply_now(e.reply_to, e.json, unavailable()).await;
-        }
-    }
-
-    /// Starts saving a snapshot of the state in the background: the copy is taken here, the
-    /// encoding, write and fsync happen on a blocking thread while commands go on.
-    fn start_snapshot(&mut self) {
-        self.since_snapshot = 0;
-        let (Some(path), Some(last_event_id)) = (self.snapshot.clone(), self.last_event_id.clone())
-        else {
-            return;
-        };
-        let state = self.state.clone();
-        let cell = self.config.log.cell.clone();
-        self.saving = Some(tokio::task::spawn_blocking(move || {
-            let seq = state.last_seq;
-            recovery::save_snapshot(&path, &cell, &last_event_id, &state).map(|()| seq)
-        }));
-    }
-
-    /// Logs a finished background save.
-    fn reap_snapshot(&mut self) {
-        if self.saving.as_ref().is_some_and(|h| h.is_finished()) {
-            if let Some(saving) = self.saving.take() {
-                log_snapshot(
-                    futures::FutureExt::now_or_never(saving).unwrap_or_else(|| {
-                        Ok(Err(std::io::Error::other("finished task not ready")))
-                    }),
-                );
-            }
-        }
-    }
-
-    /// Answers `verify`: the confirmed state (nothing is in flight when this is called).
-    async fn on_admin(&mut self, msg: Message) {
-        let Some(reply) = msg.reply else { return };
-        let report = crate::admin::WriterStateReport::of(&self.config.holder_id, &self.state);
-        // A report is plain data: JSON encoding cannot fail.
-        let body = serde_json::to_vec(&report).expect("a report always encodes");
-        if let Err(e) = self.client.publish(reply, body.into()).await {
-            tracing::warn!(error = %e, "answering writer_state");
-        }
-    }
-
-    async fn reply_now(&mut self, reply_to: Option<Subject>, json: bool, reply: Reply) {
-        let Some(to) = reply_to else {
-            return;
-        };
-        let mut headers = HeaderMap::new();
-        if json {
-            headers.insert("Content-Type", protocol::JSON);
-        }
-        if let Err(e) = self
-            .client
-            .publish_with_headers(to, headers, reply.encode(json).into())
-            .await
-        {
-            tracing::warn!(error = %e, "sending a reply");
-        }
-    }
-}
-
-type Saving = tokio::task::JoinHandle<std::io::Result<u64>>;
-
-fn log_snapshot(res: Result<std::io::Result<u64>, tokio::task::JoinError>) {
-    match res {
-        Ok(Ok(seq)) => tracing::info!(seq, "writer snapshot saved"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "writer snapshot failed"),
-        Err(e) => tracing::warn!(error = %e, "writer snapshot task failed"),
     }
 }
 

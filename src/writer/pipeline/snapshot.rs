@@ -1,0 +1,45 @@
+//! Snapshots of the confirmed state, saved in the background while commands go on.
+
+use super::Pipeline;
+use crate::writer::recovery;
+
+impl Pipeline<'_> {
+    /// Starts saving a snapshot of the state in the background: the copy is taken here, the
+    /// encoding, write and fsync happen on a blocking thread while commands go on.
+    pub(super) fn start_snapshot(&mut self) {
+        self.since_snapshot = 0;
+        let (Some(path), Some(last_event_id)) = (self.snapshot.clone(), self.last_event_id.clone())
+        else {
+            return;
+        };
+        let state = self.state.clone();
+        let cell = self.config.log.cell.clone();
+        self.saving = Some(tokio::task::spawn_blocking(move || {
+            let seq = state.last_seq;
+            recovery::save_snapshot(&path, &cell, &last_event_id, &state).map(|()| seq)
+        }));
+    }
+
+    /// Logs a finished background save.
+    pub(super) fn reap_snapshot(&mut self) {
+        if self.saving.as_ref().is_some_and(|h| h.is_finished()) {
+            if let Some(saving) = self.saving.take() {
+                log_snapshot(
+                    futures::FutureExt::now_or_never(saving).unwrap_or_else(|| {
+                        Ok(Err(std::io::Error::other("finished task not ready")))
+                    }),
+                );
+            }
+        }
+    }
+}
+
+pub(super) type Saving = tokio::task::JoinHandle<std::io::Result<u64>>;
+
+pub(super) fn log_snapshot(res: Result<std::io::Result<u64>, tokio::task::JoinError>) {
+    match res {
+        Ok(Ok(seq)) => tracing::info!(seq, "writer snapshot saved"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "writer snapshot failed"),
+        Err(e) => tracing::warn!(error = %e, "writer snapshot task failed"),
+    }
+}
