@@ -11,6 +11,7 @@
 //! - [`writer`]: the cell's single writer: receives commands, decides, appends, replies.
 //! - [`projections`]: sled read models rebuilt from the log, with read-your-writes.
 //! - [`client`]: sends commands to a cell's writer over NATS (the CLI, the bridge, the benchmark).
+//! - [`clock`]: the wall clock, read at the edges only.
 //! - [`admin`]: `verify`: the live projections and writer state against a replay of the log.
 //! - [`schemas`]: JSON Schemas of events, command requests and rejections, generated from the types.
 //! - [`http`]: the HTTP bridge the frontend uses.
@@ -22,6 +23,7 @@ pub mod admin;
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod domain;
 pub mod http;
 pub mod log;

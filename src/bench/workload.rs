@@ -272,13 +272,7 @@ impl Iterator for EventMix {
     }
 }
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> Timestamp {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-}
+pub use crate::clock::now_ms;
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,6 @@
 //! How the CLI shows and parses times, durations, labels, actors and events.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use orchestrator_events::ids::{LabelKey, LabelValue};
 use orchestrator_events::{Actor, ActorKind, Event, Labels, Placement, PlacementReason, Timestamp};
@@ -43,13 +43,7 @@ pub fn time(ms: Timestamp) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// Now, in milliseconds since the Unix epoch.
-pub fn now_ms() -> Timestamp {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| Timestamp::try_from(d.as_millis()).unwrap_or(Timestamp::MAX))
-        .unwrap_or(0)
-}
+pub use crate::clock::now_ms;
 
 /// A duration in milliseconds, for humans: `1m 2s 30ms`.
 pub fn duration(ms: i64) -> String {

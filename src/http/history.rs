@@ -1,7 +1,7 @@
 //! `GET /v1/sessions/{id}/history`: a session's timeline read from the log (not the projections),
 //! with the time it spent in each status.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::Json;
@@ -14,6 +14,7 @@ use super::extract::SessionPath;
 use super::sessions::visible_session;
 use super::state::AppState;
 use super::types::{History, HistoryEntry, LogEvent};
+use crate::clock::now_ms;
 use crate::domain::timeline::{TimeInStatus, Timeline};
 use crate::domain::SessionStatus;
 use crate::log::{LogError, StoredEvent};
@@ -50,12 +51,6 @@ pub fn timeline(
         })
         .collect();
     (entries, t.status, t.time_in_status(as_of))
-}
-
-fn now_ms() -> Timestamp {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as Timestamp)
 }
 
 /// `GET /v1/sessions/{id}/history`.

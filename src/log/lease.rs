@@ -13,7 +13,7 @@
 //! async-nats' `create_key_value` fails against 2.9 servers, so [`ensure_lease_bucket`] creates the
 //! bucket's stream by hand (the layout KV clients expect) and opens it with `get_key_value`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_nats::jetstream::{
     self,
@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::now_ms;
 use crate::log::stream::ensure_stream_config;
 use crate::log::{LeaseError, LogError};
 
@@ -94,13 +95,6 @@ impl Record {
             reason: e.to_string(),
         })
     }
-}
-
-fn now_ms() -> i64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn ttl_ms(ttl: Duration) -> u64 {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_nats::{Message, Subject};
 use futures::StreamExt;
-use orchestrator_events::{Envelope, Timestamp};
+use orchestrator_events::Envelope;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -19,6 +19,7 @@ mod snapshot;
 
 use super::recovery::{self, snapshot_path};
 use super::{WriterConfig, WriterError};
+use crate::clock::now_ms;
 use crate::domain::{evolve, handle, CommandMeta, Decision, State};
 use crate::log::{Appended, Appender, LogError, Reader};
 use snapshot::{log_snapshot, Saving};
@@ -64,13 +65,6 @@ const RECENT: usize = 1024;
 
 /// How long after sending an append the writer waits for its ack before it recovers from the log.
 const ACK_TIMEOUT: Duration = Duration::from_secs(3);
-
-fn now_ms() -> Timestamp {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-}
 
 /// Serves as the cell's active writer until `lost` or `shutdown` fires.
 pub async fn lead(
