@@ -7,7 +7,9 @@
 //! | `orch.<cell>.admin.writer_state` | the active writer | its last sequence and state fingerprint |
 //!
 //! The writer answers with the state it has confirmed (nothing in flight); `verify` replays the log up
-//! to that sequence and compares fingerprints, and checks the domain's invariants on the replay.
+//! to that sequence and compares fingerprints, and checks the domain's invariants on the replay. It
+//! also lists the messages every reader skips (foreign ones, quarantined ones and the quarantine
+//! records, see [`crate::log::entry`]): they do not make the check fail, but an operator sees them.
 
 use std::time::Duration;
 
@@ -16,9 +18,10 @@ use orchestrator_events::CellId;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{evolve, DomainConfig, State};
-use crate::log::{LogError, Reader};
+use crate::domain::{DomainConfig, State};
+use crate::log::{Entry, LogError, Reader, Skipped};
 use crate::projections::{projector, Projections};
+use crate::writer::recovery::fold;
 
 /// The subject the projectors answer `verify` on.
 pub fn projections_subject(cell: &CellId) -> String {
@@ -129,27 +132,46 @@ pub async fn check_projections(reader: &Reader, store: &Projections) -> Projecti
     report
 }
 
+/// A replay of the log into a fresh domain state.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    /// The state.
+    pub state: State,
+    /// The first event that breaks a transition invariant, with its sequence.
+    pub violation: Option<String>,
+    /// The messages skipped on the way (foreign, quarantined, quarantine records).
+    pub skipped: Vec<Skipped>,
+}
+
 /// Replays the log `1..=to` into a fresh domain state, checking every event against the
-/// transition invariants on the way; returns the first violation found, if any, with its sequence.
+/// transition invariants on the way.
 pub async fn replay_state(
     reader: &Reader,
     config: &DomainConfig,
     to: u64,
-) -> Result<(State, Option<String>), LogError> {
-    let mut state = State::new(config.clone());
-    let mut violation = None;
-    let mut events = reader.read_range(1, to).await?;
-    while let Some(ev) = events.next().await {
-        let ev = ev?;
-        if violation.is_none() {
-            if let Err(v) = crate::domain::invariants::check_transition(&state, &ev.envelope.event)
-            {
-                violation = Some(format!("event at sequence {}: {v}", ev.seq));
+) -> Result<Replay, LogError> {
+    let mut replay = Replay {
+        state: State::new(config.clone()),
+        violation: None,
+        skipped: Vec::new(),
+    };
+    let mut entries = reader.entries_range(1, to).await?;
+    while let Some(entry) = entries.next().await {
+        let entry = entry?;
+        match &entry {
+            Entry::Event(ev) if replay.violation.is_none() => {
+                if let Err(v) =
+                    crate::domain::invariants::check_transition(&replay.state, &ev.envelope.event)
+                {
+                    replay.violation = Some(format!("event at sequence {}: {v}", ev.seq));
+                }
             }
+            Entry::Event(_) => {}
+            Entry::Skipped(s) => replay.skipped.push(s.clone()),
         }
-        evolve(&mut state, ev.seq, &ev.envelope);
+        fold(&mut replay.state, &entry);
     }
-    Ok((state, violation))
+    Ok(replay)
 }
 
 /// The outcome of `verify`.
@@ -161,6 +183,8 @@ pub struct VerifyReport {
     pub writer: Option<(WriterStateReport, Result<(), String>)>,
     /// What could not be checked, and why.
     pub unreachable: Vec<String>,
+    /// The messages every reader skips, up to the writer's sequence.
+    pub skipped: Vec<Skipped>,
 }
 
 impl VerifyReport {
@@ -209,6 +233,16 @@ impl std::fmt::Display for VerifyReport {
         }
         for u in &self.unreachable {
             writeln!(f, "not checked: {u}")?;
+        }
+        if !self.skipped.is_empty() {
+            writeln!(
+                f,
+                "skipped by every reader: {} messages",
+                self.skipped.len()
+            )?;
+            for s in &self.skipped {
+                writeln!(f, "  {} on {}: {}", s.seq, s.subject, s.why.describe())?;
+            }
         }
         write!(
             f,
@@ -261,7 +295,12 @@ pub async fn verify(
     match ask(writer_subject(cell)).await {
         Ok(msg) => match serde_json::from_slice::<WriterStateReport>(&msg.payload) {
             Ok(w) => {
-                let (replay, violation) = replay_state(&reader, &w.config, w.last_seq).await?;
+                let Replay {
+                    state: replay,
+                    violation,
+                    skipped,
+                } = replay_state(&reader, &w.config, w.last_seq).await?;
+                report.skipped = skipped;
                 let mut outcome = Ok(());
                 if let Some(v) = violation {
                     outcome = Err(format!("the log breaks an invariant: {v}"));

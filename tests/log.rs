@@ -6,15 +6,18 @@
 //! `NATS_SERVER_BIN=/usr/sbin/nats-server cargo test --test log` and again with a current one.
 //! The replay benchmark is `#[ignore]`d: `cargo test --release --test log -- --ignored --nocapture`.
 
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use futures::StreamExt;
+use orchestrator::log::quarantine::{quarantine, QuarantineError};
 use orchestrator::log::{
-    ensure_lease_bucket, ensure_stream, Appended, Appender, Lease, LeaseError, LogConfig, LogError,
-    Reader, ServerVersion, StoredEvent, DEFAULT_LEASE_BUCKET,
+    ensure_lease_bucket, ensure_stream, Appended, Appender, Entry, Lease, LeaseError, LogConfig,
+    LogError, Reader, ServerVersion, SkipReason, StoredEvent, DEFAULT_LEASE_BUCKET,
 };
 use orchestrator_events::{Actor, CellId, Envelope, Event, SessionId, VmId};
 use tokio_util::sync::CancellationToken;
@@ -223,15 +226,15 @@ async fn append_checks_the_expected_sequence() {
 }
 
 #[tokio::test]
-async fn a_pipelined_append_is_fenced_by_the_previous_command_id() {
+async fn a_pipelined_append_is_fenced_by_the_previous_event_id() {
     let (_s, js) = setup().await;
     let (appender, reader) = ready(&js).await;
     appender.append(&paused(1, "s1"), 0).await.unwrap();
-    // A stale writer decided cmd-2 and then cmd-3 after it; cmd-2 never landed, and meanwhile another
-    // writer appended exactly one event. cmd-3's expected sequence now matches by accident.
+    // A stale writer decided evt-2 and then evt-3 after it; evt-2 never landed, and meanwhile another
+    // writer appended exactly one event. evt-3's expected sequence now matches by accident.
     appender.append(&paused(9, "s1"), 1).await.unwrap();
     let fenced = appender
-        .send_after(&paused(3, "s1"), 2, Some("cmd-2"))
+        .send_after(&paused(3, "s1"), 2, Some("evt-2"))
         .await
         .unwrap()
         .await;
@@ -240,9 +243,9 @@ async fn a_pipelined_append_is_fenced_by_the_previous_command_id() {
         "{fenced:?}"
     );
     assert_eq!(reader.last_seq().await.unwrap(), 2, "nothing stored");
-    // The previous command id, when it is the last event, lets the append through.
+    // The previous event id, when it is the last event, lets the append through.
     let ok = appender
-        .send_after(&paused(3, "s1"), 2, Some("cmd-9"))
+        .send_after(&paused(3, "s1"), 2, Some("evt-9"))
         .await
         .unwrap()
         .await
@@ -250,14 +253,124 @@ async fn a_pipelined_append_is_fenced_by_the_previous_command_id() {
     assert_eq!(ok.seq, 3);
 }
 
+/// The interleaving of a lease overlap: the new writer stores a caller's command under the command id
+/// the stale writer's first in-flight append also carries. The stale writer's second append, decided
+/// after its first, must not land on the new writer's event.
+///
+/// On a capacity-1 VM holding s0: the stale writer decided "end s0" (c1) then "assign s1 to the VM"
+/// (c2, decided after the end freed the slot); the new writer stored a pause of s0 under c1. Had c2
+/// landed, the VM would hold s0 and s1.
 #[tokio::test]
-async fn duplicate_command_id_is_reported() {
+async fn a_stale_pipeline_is_fenced_when_another_writer_reused_its_command_id() {
+    let (_s, js) = setup().await;
+    let (appender, reader) = ready(&js).await;
+    let vm = VmId::parse("vm-1").unwrap();
+    let s0 = SessionId::parse("s0").unwrap();
+    let s1 = SessionId::parse("s1").unwrap();
+    let env = |event_id: &str, command_id: &str, event: Event| {
+        Envelope::new(
+            event_id.into(),
+            command_id.into(),
+            1,
+            1_700_000_000_000,
+            Actor::service("gw"),
+            event,
+        )
+    };
+    let placed = |session: &SessionId| Event::SessionAssigned {
+        session_id: session.clone(),
+        vm_id: vm.clone(),
+        placement: orchestrator_events::Placement {
+            policy: orchestrator_events::PlacementPolicy::Explicit,
+            candidates: 1,
+            eligible: 1,
+            load_before: 0,
+            capacity: 1,
+            reason: orchestrator_events::PlacementReason::Requested,
+        },
+    };
+    let setup_events = [
+        env(
+            "e1",
+            "r",
+            Event::VmRegistered {
+                vm_id: vm.clone(),
+                capacity: 1,
+                labels: Default::default(),
+            },
+        ),
+        env(
+            "e2",
+            "st0",
+            Event::SessionStarted {
+                session_id: s0.clone(),
+                user_id: "u0".parse().unwrap(),
+                game_id: "g".parse().unwrap(),
+                requirements: Default::default(),
+            },
+        ),
+        env("e3", "a0", placed(&s0)),
+        env(
+            "e4",
+            "st1",
+            Event::SessionStarted {
+                session_id: s1.clone(),
+                user_id: "u1".parse().unwrap(),
+                game_id: "g".parse().unwrap(),
+                requirements: Default::default(),
+            },
+        ),
+    ];
+    for (i, e) in setup_events.iter().enumerate() {
+        appender.append(e, i as u64).await.unwrap();
+    }
+    // The new writer appends first: a pause of s0 under command id c1.
+    let pause = env(
+        "new-writer-event",
+        "c1",
+        Event::SessionPaused {
+            session_id: s0.clone(),
+        },
+    );
+    appender.append(&pause, 4).await.unwrap();
+    // The stale writer's pipeline, decided on the log as of 4.
+    let end = env(
+        "stale-end",
+        "c1",
+        Event::SessionEnded {
+            session_id: s0.clone(),
+            reason: orchestrator_events::EndReason::User,
+            vm_id: Some(vm.clone()),
+        },
+    );
+    let assign = env("stale-assign", "c2", placed(&s1));
+    let first = appender.send_after(&end, 4, None).await.unwrap();
+    let second = appender
+        .send_after(&assign, 5, Some(&end.event_id))
+        .await
+        .unwrap();
+    assert!(first.await.is_err(), "the stale first append is refused");
+    let second = second.await;
+    assert!(
+        matches!(second, Err(LogError::WrongLastSequence { .. })),
+        "the stale second append must be fenced: {second:?}"
+    );
+    assert_eq!(
+        reader.last_seq().await.unwrap(),
+        5,
+        "nothing of the stale writer stored"
+    );
+    let got = reader.get(5).await.unwrap().unwrap();
+    assert_eq!(got.event.envelope.event_id, "new-writer-event");
+}
+
+#[tokio::test]
+async fn a_retried_event_is_reported_as_a_duplicate() {
     let (_s, js) = setup().await;
     let (appender, reader) = ready(&js).await;
     let first = appender.append(&paused(1, "s1"), 0).await.unwrap();
-    let mut retry = paused(1, "s1");
-    retry.event_id = "evt-retry".into();
-    let again = appender.append(&retry, 1).await.unwrap();
+    // The same event (same event id) sent again: the server keeps one copy.
+    let again = appender.append(&paused(1, "s1"), 1).await.unwrap();
     assert_eq!(
         again,
         Appended {
@@ -266,10 +379,15 @@ async fn duplicate_command_id_is_reported() {
         }
     );
     assert_eq!(reader.last_seq().await.unwrap(), 1);
+    // Another event of the same command is not the server's to drop: the writer's idempotency
+    // table answers retries, so the server stores what the writer appends.
+    let mut other = paused(1, "s1");
+    other.event_id = "evt-other".into();
+    assert_eq!(appender.append(&other, 1).await.unwrap().seq, 2);
 
     // A retry that still carries the stale expected sequence (a timed-out first attempt that was
     // in fact stored): what does the server check first, the msg id or the sequence?
-    let stale = appender.append(&retry, 0).await;
+    let stale = appender.append(&paused(1, "s1"), 0).await;
     println!("duplicate with a stale expected sequence: {stale:?}");
     match stale {
         Ok(a) => assert_eq!(
@@ -282,7 +400,7 @@ async fn duplicate_command_id_is_reported() {
         Err(LogError::WrongLastSequence { .. }) => {}
         Err(other) => panic!("unexpected {other:?}"),
     }
-    assert_eq!(reader.last_seq().await.unwrap(), 1);
+    assert_eq!(reader.last_seq().await.unwrap(), 2);
 }
 
 #[tokio::test]
@@ -464,24 +582,65 @@ async fn get_fetches_one_event_by_sequence() {
         got.headers.get("Orch-Event-Type").unwrap().as_str(),
         "SessionPaused"
     );
-    assert_eq!(got.headers.get("Nats-Msg-Id").unwrap().as_str(), "cmd-1");
+    assert_eq!(got.headers.get("Nats-Msg-Id").unwrap().as_str(), "evt-1");
     assert!(reader.get(2).await.unwrap().is_none());
     assert!(reader.get(0).await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn undecodable_message_stops_the_read() {
-    let (_s, js) = setup().await;
-    let (appender, reader) = ready(&js).await;
-    appender.append(&paused(1, "s1"), 0).await.unwrap();
-    js.publish(
+/// Publishes `payload` on a session subject with `Nats-Expected-Last-Sequence` = `expected`, as a
+/// writer would: the server stores it as the writer's.
+async fn publish_as_writer(js: &jetstream::Context, expected: u64, payload: &'static [u8]) {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Expected-Last-Sequence", expected.to_string().as_str());
+    js.publish_with_headers(
         "orch.default.evt.session.s1",
-        Bytes::from_static(b"\x07garbage"),
+        headers,
+        Bytes::from_static(payload),
     )
     .await
     .unwrap()
     .await
     .unwrap();
+}
+
+#[tokio::test]
+async fn a_foreign_message_is_skipped_by_every_read() {
+    let (_s, js) = setup().await;
+    let (appender, reader) = ready(&js).await;
+    appender.append(&paused(1, "s1"), 0).await.unwrap();
+    // A core publish onto the event subjects lands in the stream, without the writer's header.
+    js.publish("orch.default.evt.session.zzz", Bytes::from_static(b"hello"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    appender.append(&paused(3, "s1"), 2).await.unwrap();
+    let got = collect(reader.read_range(1, 3).await.unwrap()).await;
+    let seqs: Vec<u64> = got.iter().map(|e| e.as_ref().unwrap().seq).collect();
+    assert_eq!(seqs, [1, 3], "events only: {got:?}");
+    let entries: Vec<Entry> = reader
+        .entries_range(1, 3)
+        .await
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect()
+        .await;
+    assert!(
+        matches!(&entries[1], Entry::Skipped(s) if s.seq == 2 && s.why == SkipReason::Foreign),
+        "{entries:?}"
+    );
+    assert!(matches!(
+        reader.get(2).await,
+        Err(LogError::NotAnEvent { seq: 2, .. })
+    ));
+}
+
+#[tokio::test]
+async fn an_undecodable_event_stops_the_read_until_quarantined() {
+    let (_s, js) = setup().await;
+    let (appender, reader) = ready(&js).await;
+    appender.append(&paused(1, "s1"), 0).await.unwrap();
+    publish_as_writer(&js, 1, b"\x07garbage").await;
     appender.append(&paused(3, "s1"), 2).await.unwrap();
     let got = collect(reader.read_range(1, 3).await.unwrap()).await;
     assert_eq!(got.len(), 2, "the read ends at the bad message: {got:?}");
@@ -495,6 +654,82 @@ async fn undecodable_message_stops_the_read() {
         reader.get(2).await,
         Err(LogError::Decode { seq: 2, .. })
     ));
+
+    // Only an undecodable writer's message can be quarantined.
+    let operator = Actor::operator("ops");
+    let refused = quarantine(&js, &reader, 1, "no", operator.clone(), 0).await;
+    assert!(
+        matches!(refused, Err(QuarantineError::Readable(1))),
+        "{refused:?}"
+    );
+    let refused = quarantine(&js, &reader, 9, "no", operator.clone(), 0).await;
+    assert!(
+        matches!(refused, Err(QuarantineError::NoSuchMessage(9))),
+        "{refused:?}"
+    );
+    let record = quarantine(&js, &reader, 2, "corrupt payload", operator, 0)
+        .await
+        .unwrap();
+    assert_eq!(record, 4);
+
+    let entries: Vec<Entry> = reader
+        .entries_range(1, 4)
+        .await
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect()
+        .await;
+    let seqs: Vec<u64> = entries.iter().map(Entry::seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    assert!(
+        matches!(&entries[1], Entry::Skipped(s) if matches!(&s.why, SkipReason::Quarantined { record_seq: 4, reason } if reason == "corrupt payload")),
+        "{entries:?}"
+    );
+    assert!(
+        matches!(&entries[3], Entry::Skipped(s) if matches!(&s.why, SkipReason::QuarantineRecord(r) if r.target_seq == 2)),
+        "{entries:?}"
+    );
+    let events = collect(reader.read_range(1, 4).await.unwrap()).await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    let again = quarantine(&js, &reader, 2, "twice", Actor::operator("ops"), 0).await;
+    assert!(
+        matches!(again, Err(QuarantineError::AlreadySkipped { seq: 2, .. })),
+        "{again:?}"
+    );
+}
+
+/// After a server restart, async-nats recreates an ordered consumer that had delivered nothing from
+/// the start of the stream; the read notices and goes on from its own position.
+#[tokio::test]
+async fn a_follower_resumes_at_its_position_after_the_server_restarts() {
+    let server = common::TestServer::start_default().await;
+    let js = server.jetstream().await;
+    let (appender, reader) = ready(&js).await;
+    for i in 0..20 {
+        appender.append(&paused(i + 1, "s1"), i).await.unwrap();
+    }
+    // Idle at the end of the log.
+    let mut follow = reader.entries_from(21).await.unwrap();
+    let mut server = server;
+    server.restart().await.expect("the server restarts");
+    // The client reconnects by itself; append once it is back.
+    let mut appended = None;
+    for _ in 0..100 {
+        match appender.append(&paused(21, "s1"), 20).await {
+            Ok(a) => {
+                appended = Some(a);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(appended.expect("appended after the restart").seq, 21);
+    let next = tokio::time::timeout(Duration::from_secs(20), follow.next())
+        .await
+        .expect("the follower delivers")
+        .expect("the follower goes on")
+        .expect("no error");
+    assert_eq!(next.seq(), 21, "{next:?}");
 }
 
 // ---- the writer lease ----

@@ -1,32 +1,27 @@
 //! The sled projections: atomic ordered batches, resuming, rebuilding when the layout version changes
-//! or the store cannot be read, and the projector stopping at an event it cannot decode.
+//! or the store cannot be read. How the projector meets messages that are not events:
+//! `tests/foreign.rs`.
 
 mod common;
 
-use std::time::Duration;
+use orchestrator::projections::{Opened, ProjectionError, Projections, PROJECTION_VERSION};
+use orchestrator_events::{Actor, Envelope, Event, SessionId, VmId};
 
-use orchestrator::log::{ensure_stream, Appender, LogConfig, Reader};
-use orchestrator::projections::{
-    projector, Opened, ProjectionError, Projections, PROJECTION_VERSION,
-};
-use orchestrator_events::{Actor, CellId, Envelope, Event, SessionId, VmId};
-use tokio_util::sync::CancellationToken;
-
-fn env(i: u64, event: Event) -> (u64, Envelope) {
+fn env(i: u64, event: Event) -> (u64, Option<Envelope>) {
     (
         i,
-        Envelope::new(
+        Some(Envelope::new(
             format!("e{i}"),
             format!("c{i}"),
             i,
             1_700_000_000_000 + i as i64,
             Actor::operator("t"),
             event,
-        ),
+        )),
     )
 }
 
-fn vm(i: u64, id: &str) -> (u64, Envelope) {
+fn vm(i: u64, id: &str) -> (u64, Option<Envelope>) {
     env(
         i,
         Event::VmRegistered {
@@ -153,39 +148,4 @@ fn a_store_in_use_is_never_cleared() {
     assert!(matches!(err, ProjectionError::Locked { .. }), "{err}");
     assert_eq!(store.checkpoint(), 1);
     assert_eq!(store.vms().unwrap().len(), 1, "the data is still there");
-}
-
-#[tokio::test]
-async fn the_projector_stops_at_an_undecodable_event_naming_it() {
-    let server = common::TestServer::start_default().await;
-    let js = server.jetstream().await;
-    let cell = CellId::default_cell();
-    ensure_stream(&js, &LogConfig::new(cell.clone()))
-        .await
-        .unwrap();
-    let appender = Appender::new(js.clone(), cell.clone());
-    appender.append(&vm(1, "vm-1").1, 0).await.unwrap();
-    js.publish("orch.default.evt.vm.vm-2", "garbage".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    appender.append(&vm(3, "vm-3").1, 2).await.unwrap();
-
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Projections::open(dir.path()).unwrap();
-    let reader = Reader::new(js, cell).await.unwrap();
-    let run = projector::run(reader, store.clone(), CancellationToken::new());
-    let outcome = tokio::time::timeout(Duration::from_secs(10), run)
-        .await
-        .expect("the projector stops");
-    assert!(
-        matches!(outcome, Err(ProjectionError::Decode { seq: 2, .. })),
-        "{outcome:?}"
-    );
-    assert_eq!(
-        store.checkpoint(),
-        1,
-        "applied up to the bad event, nothing after it"
-    );
 }

@@ -282,11 +282,11 @@ async fn recovers_from_a_snapshot_and_ignores_one_the_log_does_not_match() {
     let snap_seq = how.snapshot_seq.expect("the snapshot was used");
     assert!(snap_seq >= 5, "{how:?}");
     assert_eq!(snap_seq + how.replayed, 12);
-    let (replayed, violation) = orchestrator::admin::replay_state(&reader, &config.domain, 12)
+    let replayed = orchestrator::admin::replay_state(&reader, &config.domain, 12)
         .await
         .unwrap();
-    assert!(violation.is_none());
-    assert_eq!(state.fingerprint(), replayed.fingerprint());
+    assert!(replayed.violation.is_none());
+    assert_eq!(state.fingerprint(), replayed.state.fingerprint());
 
     // Against another log (a new stream whose event at that sequence differs), it is ignored.
     let other = TestServer::start_default().await;

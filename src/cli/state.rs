@@ -10,8 +10,9 @@ use serde::Serialize;
 
 use super::format::{self, Point};
 use super::{CliError, NatsArgs};
-use crate::domain::{evolve, SessionStatus, State, VmStatus};
-use crate::log::Reader;
+use crate::domain::{SessionStatus, State, VmStatus};
+use crate::log::{Entry, Reader};
+use crate::writer::recovery::fold;
 
 /// `state`.
 #[derive(Debug, Clone, Args)]
@@ -98,14 +99,16 @@ pub async fn replay(reader: &Reader, at: Option<Point>) -> Result<(State, u64), 
         Some(Point::Time(t)) => (last, Some(t)),
     };
     let mut state = State::default();
-    let mut events = reader.read_range(1, to).await?;
-    while let Some(ev) = events.next().await {
-        let ev = ev?;
+    let mut entries = reader.entries_range(1, to).await?;
+    while let Some(entry) = entries.next().await {
+        let entry = entry?;
         // The writer never lets event time go backwards, so the first later event ends the replay.
-        if until.is_some_and(|t| ev.envelope.occurred_at > t) {
-            break;
+        if let Entry::Event(ev) = &entry {
+            if until.is_some_and(|t| ev.envelope.occurred_at > t) {
+                break;
+            }
         }
-        evolve(&mut state, ev.seq, &ev.envelope);
+        fold(&mut state, &entry);
     }
     Ok((state, last))
 }

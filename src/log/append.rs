@@ -1,8 +1,10 @@
 //! Appends with an expected last sequence: the writer's only way into the log.
 //!
 //! Every append carries `Nats-Expected-Last-Sequence` (the last sequence the writer applied), so the
-//! server stores it only if nothing else was appended meanwhile, and `Nats-Msg-Id` (the command
-//! id), so a retry within the duplicate window is dropped and acknowledged as a duplicate.
+//! server stores it only if nothing else was appended meanwhile, and `Nats-Msg-Id` = the event's
+//! id, a UUID the deciding writer generated. Readers rely on the first (see
+//! [`crate::log::entry`]): a stored message whose expected sequence does not name the one before it
+//! was not appended by a writer.
 //!
 //! [`Appender::append`] publishes and waits for the ack. [`Appender::send`] only publishes and
 //! returns a [`PendingAppend`] to await later, so the writer can keep many appends in flight with
@@ -12,11 +14,14 @@
 //! Keep fewer unacknowledged appends than the JetStream context's `max_ack_inflight` (5,000 by
 //! default): each holds a permit until its ack is awaited or dropped, and `send` waits for one.
 //!
-//! Dedup and the sequence check interact differently across servers (measured): a retry with the
-//! same command id *and a stale* expected sequence is acknowledged as a duplicate by 2.9.10 (it
-//! checks the message id first), but refused with [`LogError::WrongLastSequence`] by 2.15.1 (it
-//! checks the sequence first). So after a timed-out append the writer must not rely on the
-//! duplicate ack: it catches up from the log, where it finds the command id already applied.
+//! **Fencing identifies the decision, not the command.** A pipelined append also names the event
+//! before it in `Nats-Expected-Last-Msg-Id`. That id is the event id, which only the writer that
+//! decided the earlier event knows; a command id would not do, since callers choose those: during
+//! a lease overlap a new writer may store another caller's command under the same command id, and
+//! a stale writer's second append would then pass both checks on a prefix it was not decided on.
+//!
+//! Command ids are deduplicated by the writer's idempotency table, restored from the log, not by
+//! the server: the server's duplicate window only ever sees one message per event id.
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
@@ -42,8 +47,8 @@ use crate::log::LogError;
 pub struct Appended {
     /// The event's stream sequence. For a duplicate, the sequence of the first copy.
     pub seq: u64,
-    /// The server dropped this append as a duplicate of an earlier one with the same command id
-    /// (within the duplicate window): nothing new was stored.
+    /// The server dropped this append as a duplicate of an earlier one with the same event id
+    /// (within the duplicate window): nothing new was stored, the event is at `seq`.
     pub duplicate: bool,
 }
 
@@ -93,38 +98,42 @@ impl Appender {
         self.send_after(env, expected_last_seq, None).await
     }
 
-    /// Like [`Appender::send`], and when `previous_command_id` is given, also sends
+    /// Like [`Appender::send`], and when `previous_event_id` is given, also sends
     /// `Nats-Expected-Last-Msg-Id` with it: the server stores the event only if the stream's last
-    /// message is that command's event. A pipelined append names the append before it, so it can
-    /// never be stored after someone else's event even when the sequence happens to match (another
-    /// writer appended exactly as many events as failed before it). Only for a previous append still
-    /// in flight: the server's memory of the last message id is only certain within the duplicate
+    /// message is that event. A pipelined append names the append before it, so it can never be
+    /// stored after someone else's event even when the sequence happens to match (another writer
+    /// appended exactly as many events as failed before it). Only for a previous append still in
+    /// flight: the server's memory of the last message id is only certain within the duplicate
     /// window.
+    ///
+    /// Nothing is sent when the envelope cannot be published as it is
+    /// ([`LogError::InvalidEnvelope`]: an id that is not a header value, an encoding over
+    /// [`MAX_EVENT_BYTES`]); retrying cannot fix that.
     pub async fn send_after(
         &self,
         env: &Envelope,
         expected_last_seq: u64,
-        previous_command_id: Option<&str>,
+        previous_event_id: Option<&str>,
     ) -> Result<PendingAppend, LogError> {
-        let command_id = env.command_id.parse::<HeaderValue>().map_err(|_| {
-            LogError::InvalidEnvelope(format!(
-                "command id {:?} is not a valid header value",
-                env.command_id
-            ))
-        })?;
+        let header_value = |what: &str, id: &str| {
+            id.parse::<HeaderValue>().map_err(|_| {
+                LogError::InvalidEnvelope(format!("{what} {id:?} is not a valid header value"))
+            })
+        };
         let mut headers = HeaderMap::new();
         headers.insert(
             header::NATS_EXPECTED_LAST_SEQUENCE,
             HeaderValue::from(expected_last_seq),
         );
-        headers.insert(header::NATS_MESSAGE_ID, command_id);
-        if let Some(previous) = previous_command_id {
-            let previous = previous.parse::<HeaderValue>().map_err(|_| {
-                LogError::InvalidEnvelope(format!(
-                    "command id {previous:?} is not a valid header value"
-                ))
-            })?;
-            headers.insert(header::NATS_EXPECTED_LAST_MESSAGE_ID, previous);
+        headers.insert(
+            header::NATS_MESSAGE_ID,
+            header_value("event id", &env.event_id)?,
+        );
+        if let Some(previous) = previous_event_id {
+            headers.insert(
+                header::NATS_EXPECTED_LAST_MESSAGE_ID,
+                header_value("event id", previous)?,
+            );
         }
         headers.insert(EVENT_TYPE_HEADER, env.event.event_type().as_str());
         headers.insert(SCHEMA_VERSION_HEADER, HeaderValue::from(CURRENT_VERSION));

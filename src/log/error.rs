@@ -61,6 +61,26 @@ pub enum LogError {
         error: DecodeError,
     },
 
+    /// A whole-log read skipped a sequence, or its consumer kept restarting behind its position.
+    /// Nothing was applied past `expected`: read again from your own position.
+    #[error("log read out of order: expected sequence {expected}, read {got}")]
+    Gap {
+        /// The sequence that had to come next.
+        expected: u64,
+        /// The one that came.
+        got: u64,
+    },
+
+    /// The message at `seq` is not an event (foreign, quarantined, or a quarantine record): every
+    /// reader skips it. Nothing to retry.
+    #[error("message {seq} is not an event: {why}")]
+    NotAnEvent {
+        /// Its stream sequence.
+        seq: u64,
+        /// Why it is skipped.
+        why: String,
+    },
+
     /// The envelope cannot be published as it is (its command id is not a valid header value, or
     /// the message exceeds a size limit). A bug or a bad command: reject it, do not retry.
     #[error("envelope cannot be published: {0}")]

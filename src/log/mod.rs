@@ -9,21 +9,29 @@
 //!   ignores several newer ones).
 //! - [`append`]: [`Appender`], appends with `Nats-Expected-Last-Sequence` and `Nats-Msg-Id`, one at
 //!   a time or pipelined.
-//! - [`read`]: [`Reader`], one event by sequence, the last sequence, and ordered replays as an
-//!   [`EventStream`] (whole log, a range, one session, from a time).
+//! - [`read`]: [`Reader`], one message by sequence, the last sequence, and ordered replays that keep
+//!   their own position across reconnects: [`EntryStream`] (every message) and [`EventStream`]
+//!   (events only).
+//! - [`entry`]: what a stored message is to a reader: a writer's event, or a message every reader
+//!   skips (foreign, quarantined).
+//! - [`quarantine`]: an operator's record that one undecodable message is skipped by every reader.
 //! - [`lease`]: the writer lease in a KV bucket: one active writer per cell.
 //! - [`error`]: [`LogError`] and [`LeaseError`], and how a caller handles each variant.
 
 pub mod append;
+pub mod entry;
 pub mod error;
 pub mod lease;
+pub mod quarantine;
 pub mod read;
 pub mod stream;
 pub mod version;
 
 pub use append::{Appended, Appender, PendingAppend};
+pub use entry::{Entry, SkipReason, Skipped, StoredEvent};
 pub use error::{LeaseError, LogError};
 pub use lease::{ensure_lease_bucket, Lease, LeaseHandle, DEFAULT_LEASE_BUCKET, DEFAULT_LEASE_TTL};
-pub use read::{EventStream, Reader, StoredEvent, StoredMessage};
+pub use quarantine::{QuarantineRecord, QuarantineSet};
+pub use read::{EntryStream, EventStream, Reader, StoredMessage};
 pub use stream::{ensure_stream, LogConfig};
 pub use version::{Features, ServerVersion};

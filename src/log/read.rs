@@ -1,10 +1,19 @@
-//! Reading the log: one event by sequence, the last sequence, and ordered replays.
+//! Reading the log: one message by sequence, the last sequence, and ordered replays.
 //!
-//! Replays use an ordered push consumer (ephemeral, flow-controlled, recreated from the last
-//! delivered sequence if a message goes missing), so events arrive exactly once and in stream
-//! order. An [`EventStream`] ends after a [`LogError::Decode`]: a reader must never skip an event
-//! it cannot read, or its state would silently diverge from the log.
+//! Replays use an ordered push consumer (ephemeral, flow-controlled), wrapped in an [`EntryStream`]
+//! that keeps its own position: every message comes exactly once and in stream order, whatever the
+//! connection does. After a reconnect async-nats may recreate an idle ordered consumer from the
+//! start of the stream (it has no delivered sequence to resume from); the stream notices the
+//! repeat and reopens its consumer at its own next sequence. A gap in a whole-log read is an error,
+//! never skipped.
+//!
+//! Each message is classified ([`super::entry`]): a writer's event, or a message every reader skips
+//! (foreign, quarantined, a quarantine record). Readers that keep a position (the writer's
+//! recovery, projections, replays) read [`Entry`]s; the others ([`EventStream`]: tail, history,
+//! the SSE feed) see events only. A writer's message that cannot be decoded ends the read with
+//! [`LogError::Decode`]: a reader never skips an event it cannot read.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
@@ -20,21 +29,13 @@ use async_nats::jetstream::{
 };
 use futures::Stream;
 use orchestrator_events::subject::{all_events, session_events, stream_name};
-use orchestrator_events::{codec, CellId, Envelope, SessionId, Timestamp};
+use orchestrator_events::{CellId, SessionId, Timestamp};
 
+pub use super::entry::StoredEvent;
+use super::entry::{classify, Entry, RawMessage};
+use super::quarantine::{subject_prefix, QuarantineSet};
 use crate::log::error::{api_code, unavailable_or_other};
 use crate::log::LogError;
-
-/// An event as stored in the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredEvent {
-    /// Its stream sequence.
-    pub seq: u64,
-    /// When the server stored it, in milliseconds since the Unix epoch.
-    pub stored_at: Timestamp,
-    /// The decoded envelope.
-    pub envelope: Envelope,
-}
 
 /// One message fetched by sequence: the event and what travelled with it.
 #[derive(Debug, Clone)]
@@ -53,6 +54,7 @@ pub struct Reader {
     js: jetstream::Context,
     cell: CellId,
     name: Arc<str>,
+    quarantine_prefix: Arc<str>,
     stream: JsStream<()>,
 }
 
@@ -66,6 +68,7 @@ impl Reader {
             .map_err(|e| LogError::Jetstream(e.to_string()))?;
         Ok(Self {
             js,
+            quarantine_prefix: subject_prefix(&cell).into(),
             cell,
             name: name.into(),
             stream,
@@ -77,8 +80,34 @@ impl Reader {
         &self.cell
     }
 
-    /// The event stored at `seq`, or `None` when there is none (0, past the end).
+    pub(crate) fn stream(&self) -> &JsStream<()> {
+        &self.stream
+    }
+
+    /// The message stored at `seq` as a reader sees it, or `None` when there is none (0, past the
+    /// end). [`LogError::Decode`] for a writer's message that cannot be decoded.
+    pub async fn entry(&self, seq: u64) -> Result<Option<Entry>, LogError> {
+        Ok(self.fetch(seq).await?.map(|(entry, _, _)| entry))
+    }
+
+    /// The event stored at `seq`, or `None` when there is none (0, past the end). A message that
+    /// is not an event is [`LogError::NotAnEvent`].
     pub async fn get(&self, seq: u64) -> Result<Option<StoredMessage>, LogError> {
+        match self.fetch(seq).await? {
+            None => Ok(None),
+            Some((Entry::Event(event), subject, headers)) => Ok(Some(StoredMessage {
+                event,
+                subject,
+                headers,
+            })),
+            Some((Entry::Skipped(s), _, _)) => Err(LogError::NotAnEvent {
+                seq,
+                why: s.why.describe(),
+            }),
+        }
+    }
+
+    async fn fetch(&self, seq: u64) -> Result<Option<(Entry, String, HeaderMap)>, LogError> {
         if seq == 0 {
             return Ok(None);
         }
@@ -95,19 +124,29 @@ impl Reader {
                 }
             }
         };
-        let envelope = codec::decode(&msg.payload).map_err(|error| LogError::Decode {
-            seq: msg.sequence,
-            error,
-        })?;
-        Ok(Some(StoredMessage {
-            event: StoredEvent {
+        let quarantined = if self.might_be_quarantined(&msg.payload) {
+            QuarantineSet::load(self).await?
+        } else {
+            QuarantineSet::default()
+        };
+        let entry = classify(
+            RawMessage {
                 seq: msg.sequence,
                 stored_at: millis(msg.time),
-                envelope,
+                subject: msg.subject.as_str(),
+                headers: Some(&msg.headers),
+                payload: &msg.payload,
             },
-            subject: msg.subject.to_string(),
-            headers: msg.headers,
-        }))
+            &self.quarantine_prefix,
+            &quarantined,
+        )?;
+        Ok(Some((entry, msg.subject.to_string(), msg.headers)))
+    }
+
+    /// Whether the quarantine records must be read to classify this payload: only when it is not
+    /// an envelope.
+    fn might_be_quarantined(&self, payload: &[u8]) -> bool {
+        orchestrator_events::codec::decode(payload).is_err()
     }
 
     /// The stream's last sequence (0 when it is empty).
@@ -130,11 +169,36 @@ impl Reader {
         }
     }
 
-    /// Every event from `start_seq` on (1 or 0: from the beginning), then new ones as they are
+    /// Every message from `start_seq` on (1 or 0: from the beginning), then new ones as they are
     /// appended. Never ends by itself, except after an error.
-    pub async fn read_from(&self, start_seq: u64) -> Result<EventStream, LogError> {
-        self.open(all_events(&self.cell), from_seq(start_seq), None)
+    pub async fn entries_from(&self, start_seq: u64) -> Result<EntryStream, LogError> {
+        self.open(Scope::WholeLog, from_seq(start_seq), None).await
+    }
+
+    /// The messages `from..=to_inclusive`, in order, then the end. Ends earlier if the log ends
+    /// earlier (it waits for nothing). For replays: `state --at`, `verify`, rebuilds, recovery.
+    pub async fn entries_range(
+        &self,
+        from: u64,
+        to_inclusive: u64,
+    ) -> Result<EntryStream, LogError> {
+        if from.max(1) > to_inclusive {
+            return Ok(EntryStream::empty());
+        }
+        self.open(Scope::WholeLog, from_seq(from), Some(to_inclusive))
             .await
+    }
+
+    /// The messages from `from` to the stream's last sequence when called, and that sequence.
+    pub async fn entries_to_end(&self, from: u64) -> Result<(u64, EntryStream), LogError> {
+        let last = self.last_seq().await?;
+        Ok((last, self.entries_range(from, last).await?))
+    }
+
+    /// Every event from `start_seq` on, then new ones as they are appended (see
+    /// [`Reader::entries_from`]).
+    pub async fn read_from(&self, start_seq: u64) -> Result<EventStream, LogError> {
+        Ok(self.entries_from(start_seq).await?.events())
     }
 
     /// Every event stored at or after `start` (milliseconds since the Unix epoch), then new ones
@@ -142,28 +206,19 @@ impl Reader {
     pub async fn read_from_time(&self, start: Timestamp) -> Result<EventStream, LogError> {
         let start_time = async_nats::datetime::from_nanos(i128::from(start) * 1_000_000)
             .map_err(|e| LogError::Jetstream(format!("start time {start}: {e}")))?;
-        self.open(
-            all_events(&self.cell),
-            DeliverPolicy::ByStartTime { start_time },
-            None,
-        )
-        .await
+        let policy = DeliverPolicy::ByStartTime { start_time };
+        Ok(self.open(Scope::WholeLog, policy, None).await?.events())
     }
 
-    /// The events `from..=to_inclusive`, in order, then the end. Ends earlier if the log ends
-    /// earlier (it waits for nothing). For replays: `state --at`, `verify`, rebuilds, recovery.
+    /// The events `from..=to_inclusive` (see [`Reader::entries_range`]).
     pub async fn read_range(&self, from: u64, to_inclusive: u64) -> Result<EventStream, LogError> {
-        if from.max(1) > to_inclusive {
-            return Ok(EventStream::empty());
-        }
-        self.open(all_events(&self.cell), from_seq(from), Some(to_inclusive))
-            .await
+        Ok(self.entries_range(from, to_inclusive).await?.events())
     }
 
     /// The events from `from` to the stream's last sequence when called, and that sequence.
     pub async fn read_to_end(&self, from: u64) -> Result<(u64, EventStream), LogError> {
-        let last = self.last_seq().await?;
-        Ok((last, self.read_range(from, last).await?))
+        let (last, entries) = self.entries_to_end(from).await?;
+        Ok((last, entries.events()))
     }
 
     /// One session's events, in order, up to the stream's last sequence when called (`history`).
@@ -172,12 +227,11 @@ impl Reader {
         if last == 0 {
             return Ok(EventStream::empty());
         }
-        self.open(
-            session_events(&self.cell, session),
-            DeliverPolicy::All,
-            Some(last),
-        )
-        .await
+        let scope = Scope::Subject(session_events(&self.cell, session));
+        Ok(self
+            .open(scope, DeliverPolicy::All, Some(last))
+            .await?
+            .events())
     }
 
     fn stream_name(&self) -> &str {
@@ -186,10 +240,41 @@ impl Reader {
 
     async fn open(
         &self,
-        filter_subject: String,
+        scope: Scope,
         deliver_policy: DeliverPolicy,
         to: Option<u64>,
-    ) -> Result<EventStream, LogError> {
+    ) -> Result<EntryStream, LogError> {
+        let quarantine = Arc::new(QuarantineSet::load(self).await?);
+        let next = match deliver_policy {
+            DeliverPolicy::All => Some(1),
+            DeliverPolicy::ByStartSequence { start_sequence } => Some(start_sequence),
+            _ => None,
+        };
+        let (consumer, pending) = self.consumer(&scope, deliver_policy).await?;
+        if to.is_some() && pending == 0 {
+            return Ok(EntryStream::empty());
+        }
+        Ok(EntryStream {
+            reader: Some(self.clone()),
+            scope,
+            quarantine,
+            inner: Some(consumer),
+            reopening: None,
+            next,
+            to,
+            repeats: 0,
+        })
+    }
+
+    async fn consumer(
+        &self,
+        scope: &Scope,
+        deliver_policy: DeliverPolicy,
+    ) -> Result<(Ordered, u64), LogError> {
+        let filter_subject = match scope {
+            Scope::WholeLog => all_events(&self.cell),
+            Scope::Subject(s) => s.clone(),
+        };
         let config = OrderedConfig {
             deliver_subject: self.js.client().new_inbox(),
             filter_subject,
@@ -215,18 +300,20 @@ impl Reader {
                     err,
                 ),
             })?;
-        if to.is_some() && consumer.cached_info().num_pending == 0 {
-            return Ok(EventStream::empty());
-        }
+        let pending = consumer.cached_info().num_pending;
         let messages = consumer
             .messages()
             .await
             .map_err(|e| LogError::Jetstream(e.to_string()))?;
-        Ok(EventStream {
-            inner: Some(messages),
-            to,
-        })
+        Ok((messages, pending))
     }
+}
+
+/// What a read covers: the whole log (consecutive sequences) or one subject (increasing ones).
+#[derive(Debug, Clone)]
+enum Scope {
+    WholeLog,
+    Subject(String),
 }
 
 fn from_seq(start_seq: u64) -> DeliverPolicy {
@@ -244,46 +331,108 @@ fn millis(t: async_nats::datetime::DateTime) -> Timestamp {
     (t.unix_timestamp_nanos() / 1_000_000) as Timestamp
 }
 
-/// Events in stream order, from an ordered consumer.
+/// How many times in a row a stream reopens its consumer without getting the sequence it wants
+/// before it gives up with an error.
+const MAX_REPEATS: u32 = 3;
+
+type Reopening = Pin<Box<dyn Future<Output = Result<(Ordered, u64), LogError>> + Send>>;
+
+/// Messages in stream order, each exactly once, from an ordered consumer it reopens by itself.
 ///
-/// Bounded streams ([`Reader::read_range`], [`Reader::session_history`]) end at their last
-/// sequence; every stream ends after an error it cannot recover from (a [`LogError::Decode`] among
-/// them). A missed heartbeat is not an error here: the consumer is recreated from the last
-/// delivered sequence and the stream goes on.
-pub struct EventStream {
+/// Bounded streams ([`Reader::entries_range`]) end at their last sequence; every stream ends after
+/// an error it cannot recover from (a [`LogError::Decode`], a gap, a reopen that fails). A missed
+/// heartbeat is not an error here: async-nats recreates the consumer, and a redelivery from an
+/// earlier sequence makes this stream reopen at its own position.
+pub struct EntryStream {
+    reader: Option<Reader>,
+    scope: Scope,
+    quarantine: Arc<QuarantineSet>,
     inner: Option<Ordered>,
+    reopening: Option<Reopening>,
+    /// The sequence that must come next (unknown before the first message of a read by time).
+    next: Option<u64>,
     to: Option<u64>,
+    repeats: u32,
 }
 
-impl EventStream {
+impl EntryStream {
     /// A stream with nothing in it.
     pub fn empty() -> Self {
         Self {
+            reader: None,
+            scope: Scope::WholeLog,
+            quarantine: Default::default(),
             inner: None,
+            reopening: None,
+            next: None,
             to: None,
+            repeats: 0,
         }
+    }
+
+    /// The events only: skipped messages are left out (and logged at debug level).
+    pub fn events(self) -> EventStream {
+        EventStream { inner: self }
+    }
+
+    /// The quarantined sequences this read honours.
+    pub fn quarantined(&self) -> &QuarantineSet {
+        &self.quarantine
     }
 
     fn finish(&mut self) {
         self.inner = None;
+        self.reopening = None;
+    }
+
+    fn fail(&mut self, e: LogError) -> Poll<Option<Result<Entry, LogError>>> {
+        self.finish();
+        Poll::Ready(Some(Err(e)))
+    }
+
+    /// Drops the consumer and opens a new one at the stream's own next sequence.
+    fn reopen(&mut self, next: u64) {
+        self.inner = None;
+        self.repeats += 1;
+        let (Some(reader), scope) = (self.reader.clone(), self.scope.clone()) else {
+            return;
+        };
+        tracing::info!(
+            next,
+            "log read: the consumer restarted elsewhere; reopening at our position"
+        );
+        self.reopening = Some(Box::pin(async move {
+            reader.consumer(&scope, from_seq(next)).await
+        }));
     }
 }
 
-impl std::fmt::Debug for EventStream {
+impl std::fmt::Debug for EntryStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventStream")
-            .field("open", &self.inner.is_some())
+        f.debug_struct("EntryStream")
+            .field("open", &(self.inner.is_some() || self.reopening.is_some()))
+            .field("next", &self.next)
             .field("to", &self.to)
             .finish()
     }
 }
 
-impl Stream for EventStream {
-    type Item = Result<StoredEvent, LogError>;
+impl Stream for EntryStream {
+    type Item = Result<Entry, LogError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
+            if let Some(reopening) = this.reopening.as_mut() {
+                match reopening.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok((consumer, _))) => {
+                        this.reopening = None;
+                        this.inner = Some(consumer);
+                    }
+                    Poll::Ready(Err(e)) => return this.fail(e),
+                }
+            }
             let Some(inner) = this.inner.as_mut() else {
                 return Poll::Ready(None);
             };
@@ -298,20 +447,39 @@ impl Stream for EventStream {
                         tracing::debug!(error = %err, "ordered consumer recreated");
                         continue;
                     }
-                    this.finish();
-                    return Poll::Ready(Some(Err(LogError::Jetstream(err.to_string()))));
+                    return this.fail(LogError::Jetstream(err.to_string()));
                 }
                 Poll::Ready(Some(Ok(msg))) => msg,
             };
             let (seq, stored_at, pending) = match msg.info() {
                 Ok(info) => (info.stream_sequence, millis(info.published), info.pending),
                 Err(err) => {
-                    this.finish();
-                    return Poll::Ready(Some(Err(LogError::Jetstream(format!(
+                    return this.fail(LogError::Jetstream(format!(
                         "message without JetStream metadata: {err}"
-                    )))));
+                    )))
                 }
             };
+            if let Some(next) = this.next {
+                if seq < next {
+                    // Delivered before: the consumer was recreated from an earlier sequence.
+                    if this.repeats >= MAX_REPEATS {
+                        return this.fail(LogError::Gap {
+                            expected: next,
+                            got: seq,
+                        });
+                    }
+                    this.reopen(next);
+                    continue;
+                }
+                if seq > next && matches!(this.scope, Scope::WholeLog) {
+                    return this.fail(LogError::Gap {
+                        expected: next,
+                        got: seq,
+                    });
+                }
+            }
+            this.repeats = 0;
+            this.next = Some(seq + 1);
             if let Some(to) = this.to {
                 if seq > to {
                     this.finish();
@@ -321,17 +489,60 @@ impl Stream for EventStream {
                     this.finish();
                 }
             }
-            return Poll::Ready(Some(match codec::decode(&msg.payload) {
-                Ok(envelope) => Ok(StoredEvent {
+            let entry = classify(
+                RawMessage {
                     seq,
                     stored_at,
-                    envelope,
-                }),
-                Err(error) => {
-                    this.finish();
-                    Err(LogError::Decode { seq, error })
+                    subject: msg.subject.as_str(),
+                    headers: msg.headers.as_ref(),
+                    payload: &msg.payload,
+                },
+                this.reader
+                    .as_ref()
+                    .map_or("", |r| r.quarantine_prefix.as_ref()),
+                &this.quarantine,
+            );
+            if entry.is_err() {
+                this.finish();
+            }
+            return Poll::Ready(Some(entry));
+        }
+    }
+}
+
+/// Events in stream order: an [`EntryStream`] without the messages every reader skips.
+pub struct EventStream {
+    inner: EntryStream,
+}
+
+impl EventStream {
+    /// A stream with nothing in it.
+    pub fn empty() -> Self {
+        EntryStream::empty().events()
+    }
+}
+
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl Stream for EventStream {
+    type Item = Result<StoredEvent, LogError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            return match Pin::new(&mut self.inner).poll_next(cx) {
+                Poll::Ready(Some(Ok(Entry::Skipped(s)))) => {
+                    tracing::debug!(seq = s.seq, subject = %s.subject, why = %s.why.describe(), "message skipped");
+                    continue;
                 }
-            }));
+                Poll::Ready(Some(Ok(Entry::Event(e)))) => Poll::Ready(Some(Ok(e))),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            };
         }
     }
 }

@@ -40,6 +40,10 @@ impl Kv for BTreeMap<Vec<u8>, Vec<u8>> {
     }
 }
 
+/// One message of the log for the projections: its sequence, and its event unless it is a message
+/// every reader skips.
+pub type Message = (u64, Option<Envelope>);
+
 /// Writes pending over a base store: a batch under construction.
 pub struct Overlay<'a, K: Kv> {
     base: &'a K,
@@ -96,24 +100,34 @@ impl<'a, K: Kv> Overlay<'a, K> {
         Ok(())
     }
 
-    /// Applies consecutive events, the first of which must be at `expected`; returns the sequence
-    /// the next batch must start at. A gap or a repeat is an error, never skipped.
+    /// Applies consecutive messages, the first of which must be at `expected`; returns the
+    /// sequence the next batch must start at. A message that is not an event (`None`: foreign or
+    /// quarantined, see [`crate::log::entry`]) only moves the checkpoint. A gap or a repeat is an
+    /// error, never skipped.
     pub fn apply_all(
         &mut self,
         mut expected: u64,
-        events: &[(u64, Envelope)],
+        messages: &[Message],
     ) -> Result<u64, ProjectionError> {
-        for (seq, env) in events {
+        for (seq, env) in messages {
             if *seq != expected {
                 return Err(ProjectionError::OutOfOrder {
                     expected,
                     got: *seq,
                 });
             }
-            self.apply(*seq, env)?;
+            match env {
+                Some(env) => self.apply(*seq, env)?,
+                None => self.set_checkpoint(*seq),
+            }
             expected += 1;
         }
         Ok(expected)
+    }
+
+    fn set_checkpoint(&mut self, seq: u64) {
+        self.writes
+            .insert(CHECKPOINT_KEY.to_vec(), Some(seq.to_be_bytes().to_vec()));
     }
 
     /// Applies the event stored at `seq`.
@@ -228,8 +242,7 @@ impl<'a, K: Kv> Overlay<'a, K> {
                 self.put_as(vm_key(vm_id), &vm);
             }
         }
-        self.writes
-            .insert(CHECKPOINT_KEY.to_vec(), Some(seq.to_be_bytes().to_vec()));
+        self.set_checkpoint(seq);
         Ok(())
     }
 

@@ -1,20 +1,22 @@
 //! The projector: follows the log from the store's checkpoint and applies events in batches.
 //!
 //! Events are applied in batches of up to [`BATCH`] (as many as are ready, without waiting for more),
-//! each batch atomic with the checkpoint. The projector never skips or reorders: an event it cannot
-//! decode or apply stops it with an error naming the sequence. When NATS goes away it reconnects
-//! from the checkpoint by itself.
+//! each batch atomic with the checkpoint. The projector never reorders, and never skips an event:
+//! messages that are not events (foreign, quarantined: see [`crate::log::entry`]) only move the
+//! checkpoint, with a warning. An event it cannot decode holds it at that sequence (it logs the
+//! error and retries from its checkpoint with a backoff, so a quarantine or an upgrade lets it go
+//! on); an event it cannot apply stops it with an error naming the sequence. After any reconnect or
+//! failed read it resumes from its own checkpoint.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use orchestrator_events::Envelope;
 use tokio_util::sync::CancellationToken;
 
-use super::apply::{Overlay, CHECKPOINT_KEY, VERSION_KEY};
+use super::apply::{Message, Overlay, CHECKPOINT_KEY, VERSION_KEY};
 use super::{ProjectionError, Projections, PROJECTION_VERSION};
-use crate::log::{EventStream, LogError, Reader};
+use crate::log::{Entry, EntryStream, LogError, Reader};
 
 /// The most events applied in one sled batch.
 pub const BATCH: usize = 1000;
@@ -29,30 +31,40 @@ fn log_error(e: LogError) -> ProjectionError {
     }
 }
 
-/// Events read in one go, and the error that ended the read, if one did.
+/// Messages read in one go, and the error that ended the read, if one did.
 struct Batch {
-    events: Vec<(u64, Envelope)>,
+    events: Vec<Message>,
     error: Option<LogError>,
 }
 
-/// Reads the next batch: waits for one event, then takes those already there, up to [`BATCH`].
-/// An error ends the batch and comes with the events read before it, so those are applied first
+fn message(entry: Entry) -> Message {
+    match entry {
+        Entry::Event(ev) => (ev.seq, Some(ev.envelope)),
+        Entry::Skipped(s) => {
+            tracing::warn!(seq = s.seq, subject = %s.subject, why = %s.why.describe(), "projector: message skipped");
+            (s.seq, None)
+        }
+    }
+}
+
+/// Reads the next batch: waits for one message, then takes those already there, up to [`BATCH`].
+/// An error ends the batch and comes with the messages read before it, so those are applied first
 /// and the error is never lost. `None` when the stream ended.
-async fn next_batch(events: &mut EventStream) -> Option<Batch> {
+async fn next_batch(entries: &mut EntryStream) -> Option<Batch> {
     let mut batch = Batch {
         events: Vec::with_capacity(64),
         error: None,
     };
-    match events.next().await? {
-        Ok(ev) => batch.events.push((ev.seq, ev.envelope)),
+    match entries.next().await? {
+        Ok(entry) => batch.events.push(message(entry)),
         Err(e) => {
             batch.error = Some(e);
             return Some(batch);
         }
     }
     while batch.events.len() < BATCH {
-        match events.next().now_or_never() {
-            Some(Some(Ok(ev))) => batch.events.push((ev.seq, ev.envelope)),
+        match entries.next().now_or_never() {
+            Some(Some(Ok(entry))) => batch.events.push(message(entry)),
             Some(Some(Err(e))) => {
                 batch.error = Some(e);
                 break;
@@ -74,7 +86,7 @@ pub async fn run(
         let from = store.checkpoint() + 1;
         let mut events = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            r = reader.read_from(from) => match r {
+            r = reader.entries_from(from) => match r {
                 Ok(events) => events,
                 Err(e) => {
                     tracing::warn!(error = %e, from, "projector: cannot read the log, retrying");
@@ -101,7 +113,18 @@ pub async fn run(
             store.apply_batch(&batch.events)?;
             match batch.error {
                 None => {}
-                Some(e @ LogError::Decode { .. }) => return Err(log_error(e)),
+                Some(e @ LogError::Decode { .. }) => {
+                    tracing::error!(
+                        error = %e,
+                        "projector: an event it cannot decode; upgrade, or quarantine it \
+                         (`orchestrator quarantine <seq> --reason ...`); retrying"
+                    );
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    }
+                    break;
+                }
                 Some(e) => {
                     tracing::warn!(error = %e, "projector: log read failed, resuming from the checkpoint");
                     break;
@@ -119,7 +142,7 @@ pub async fn rebuild(
     mut progress: impl FnMut(u64, u64),
 ) -> Result<u64, ProjectionError> {
     store.clear()?;
-    let (last, mut events) = reader.read_to_end(1).await.map_err(log_error)?;
+    let (last, mut events) = reader.entries_to_end(1).await.map_err(log_error)?;
     let mut done = 0u64;
     progress(0, last);
     while let Some(batch) = next_batch(&mut events).await {
@@ -150,7 +173,7 @@ pub async fn replay_in_memory(
         VERSION_KEY.to_vec(),
         PROJECTION_VERSION.to_be_bytes().to_vec(),
     );
-    let mut events = reader.read_range(1, to).await.map_err(log_error)?;
+    let mut events = reader.entries_range(1, to).await.map_err(log_error)?;
     let mut expected = 1;
     while let Some(batch) = next_batch(&mut events).await {
         if let Some(e) = batch.error {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use orchestrator_events::{Envelope, SessionId, UserId, VmId};
+use orchestrator_events::{SessionId, UserId, VmId};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
@@ -176,7 +176,7 @@ impl Projections {
     /// Applies consecutive events in one atomic sled batch together with the checkpoint. The first
     /// event must directly follow the checkpoint, and each the one before it: a gap or a repeat is an
     /// error, never skipped.
-    pub fn apply_batch(&self, events: &[(u64, Envelope)]) -> Result<(), ProjectionError> {
+    pub fn apply_batch(&self, events: &[apply::Message]) -> Result<(), ProjectionError> {
         if events.is_empty() {
             return Ok(());
         }

@@ -7,10 +7,12 @@
 //! A writer first takes the cell's lease (a standby waits here), recovers its state, then subscribes
 //! to the command subjects. Each command is decided against the state including the appends still in
 //! flight, and appended with `Nats-Expected-Last-Sequence` = the sequence before it and
-//! `Nats-Msg-Id` = its command id. Replies leave in command order, once every earlier append is
+//! `Nats-Msg-Id` = its event id. Replies leave in command order, once every earlier append is
 //! acknowledged. When an append fails (another writer appended, NATS went away), the writer waits for
 //! the rest of the pipeline, recovers its state from the log, and decides the failed commands again.
-//! When the lease is lost it stops deciding and goes back to standby.
+//! When the lease is lost it stops deciding and goes back to standby. When it cannot make progress
+//! (its recoveries keep failing, or the log holds a message it cannot decode) it gives up the lease
+//! and waits three lease lifetimes before standing by again, so another writer can take over.
 
 pub mod pipeline;
 pub mod protocol;
@@ -25,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::DomainConfig;
 use crate::log::{self, LeaseError, LogConfig, LogError};
 
+pub use pipeline::{Term, MAX_FRUITLESS_RECOVERIES};
 pub use protocol::{Reply, Request};
 
 /// How a writer runs.
@@ -100,14 +103,30 @@ pub async fn run(
             };
         tracing::info!(cell = %cell, holder = %config.holder_id, "active: holding the writer lease");
         let handle = lease.keep_alive();
-        let outcome = pipeline::lead(&client, &js, &config, handle.lost(), shutdown.clone()).await;
+        let term = pipeline::lead(&client, &js, &config, handle.lost(), shutdown.clone()).await;
         if let Err(e) = handle.release().await {
             tracing::warn!(error = %e, "releasing the writer lease");
         }
-        outcome?;
+        match term? {
+            Term::Shutdown => return Ok(()),
+            Term::LeaseLost => tracing::warn!(cell = %cell, "writer lease lost: back to standby"),
+            Term::SteppedDown(why) => {
+                // Leave the lease to a standby for a while: one that can make progress takes it.
+                let pause = config.lease_ttl * 3;
+                tracing::error!(
+                    cell = %cell,
+                    reason = %why,
+                    pause_ms = pause.as_millis() as u64,
+                    "writer cannot make progress: gave up the lease, standby after a pause"
+                );
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
         if shutdown.is_cancelled() {
             return Ok(());
         }
-        tracing::warn!(cell = %cell, "writer lease lost: back to standby");
     }
 }

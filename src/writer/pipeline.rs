@@ -1,4 +1,13 @@
 //! Deciding and appending with many appends in flight, replying in command order.
+//!
+//! - `append`: deciding a command and sending its append; acks; recovering after a failed one.
+//! - `answers`: replies, first results of retries, `verify`, draining on the way out.
+//! - `snapshot`: snapshots of the confirmed state, saved in the background.
+//!
+//! A writer that cannot make progress steps down: after [`MAX_FRUITLESS_RECOVERIES`] recoveries in
+//! a row with no append acknowledged in between, or when its state cannot be recovered from the log
+//! (a message it cannot decode), [`lead`] returns [`Term::SteppedDown`] and the caller gives up the
+//! lease, so a standby (perhaps a newer release that can read the log) takes over.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -10,17 +19,16 @@ use async_nats::{Message, Subject};
 use futures::StreamExt;
 use orchestrator_events::Envelope;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use super::protocol::{self, Reply, Request};
 
 mod answers;
+mod append;
 mod snapshot;
 
-use super::recovery::{self, snapshot_path};
+use super::recovery::{self, snapshot_path, LastEvent};
 use super::{WriterConfig, WriterError};
-use crate::clock::now_ms;
-use crate::domain::{evolve, handle, CommandMeta, Decision, State};
+use crate::domain::State;
 use crate::log::{Appended, Appender, LogError, Reader};
 use snapshot::{log_snapshot, Saving};
 
@@ -42,6 +50,7 @@ enum Outcome {
 struct Entry {
     reply_to: Option<Subject>,
     json: bool,
+    /// The request, while it may have to be decided again after a recovery.
     request: Option<Request>,
     outcome: Outcome,
 }
@@ -52,7 +61,12 @@ struct Pipeline<'a> {
     appender: Appender,
     reader: Reader,
     state: State,
-    last_event_id: Option<String>,
+    /// The last event of the state, once acknowledged (for snapshots).
+    last_event: Option<LastEvent>,
+    /// The last sequence the server acknowledged: the state is confirmed when it is here.
+    confirmed_seq: u64,
+    /// Recoveries since the last append that succeeded.
+    fruitless: u32,
     inflight: VecDeque<Entry>,
     recent: VecDeque<(u64, Envelope)>,
     snapshot: Option<PathBuf>,
@@ -66,14 +80,39 @@ const RECENT: usize = 1024;
 /// How long after sending an append the writer waits for its ack before it recovers from the log.
 const ACK_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Serves as the cell's active writer until `lost` or `shutdown` fires.
+/// Recoveries in a row, with no append acknowledged in between, after which the writer steps down.
+pub const MAX_FRUITLESS_RECOVERIES: u32 = 5;
+
+/// How a term as the active writer ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Term {
+    /// Told to stop.
+    Shutdown,
+    /// The lease was lost (another writer holds it now).
+    LeaseLost,
+    /// The writer cannot make progress: it gives up its lease. Why, for the operator.
+    SteppedDown(String),
+}
+
+/// What a recovery came to.
+enum Resync {
+    /// The state is the log's again.
+    Done,
+    /// Told to stop (shutdown or lease lost) first.
+    Stopped,
+    /// The log cannot be recovered from, or recovering does not help: step down.
+    Stuck(String),
+}
+
+/// Serves as the cell's active writer until `lost` or `shutdown` fires, or it cannot make
+/// progress.
 pub async fn lead(
     client: &async_nats::Client,
     js: &async_nats::jetstream::Context,
     config: &WriterConfig,
     lost: CancellationToken,
     shutdown: CancellationToken,
-) -> Result<(), WriterError> {
+) -> Result<Term, WriterError> {
     let cell = &config.log.cell;
     let reader = Reader::new(js.clone(), cell.clone()).await?;
     let snapshot = config.data_dir.as_ref().map(|d| snapshot_path(d, cell));
@@ -83,15 +122,26 @@ pub async fn lead(
         appender: Appender::new(js.clone(), cell.clone()),
         reader,
         state: State::new(config.domain.clone()),
-        last_event_id: None,
+        last_event: None,
+        confirmed_seq: 0,
+        fruitless: 0,
         inflight: VecDeque::new(),
         recent: VecDeque::with_capacity(RECENT),
         snapshot,
         since_snapshot: 0,
         saving: None,
     };
-    if !p.resync(&lost, &shutdown).await? {
-        return Ok(());
+    let stopped = |shutdown: &CancellationToken| {
+        if shutdown.is_cancelled() {
+            Term::Shutdown
+        } else {
+            Term::LeaseLost
+        }
+    };
+    match p.resync(&lost, &shutdown).await {
+        Resync::Done => {}
+        Resync::Stopped => return Ok(stopped(&shutdown)),
+        Resync::Stuck(why) => return Ok(Term::SteppedDown(why)),
     }
     let mut sub = client
         .queue_subscribe(format!("orch.{cell}.cmd.>"), format!("orch-writer-{cell}"))
@@ -102,7 +152,7 @@ pub async fn lead(
         .await
         .map_err(|e| WriterError::Subscribe(e.to_string()))?;
     tracing::info!(cell = %cell, seq = p.state.last_seq, "writer serving commands");
-    let stopping = loop {
+    let term = loop {
         p.flush_ready().await;
         p.reap_snapshot();
         if p.inflight.is_empty() && p.since_snapshot >= config.snapshot_every && p.saving.is_none()
@@ -122,13 +172,15 @@ pub async fn lead(
         );
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break true,
-            _ = lost.cancelled() => break false,
+            _ = shutdown.cancelled() => break Term::Shutdown,
+            _ = lost.cancelled() => break Term::LeaseLost,
             ack = head_ack(&mut p.inflight), if head_pending => {
                 if let Err(e) = p.on_ack(ack).await {
                     tracing::warn!(error = %e, "append failed: recovering from the log and deciding again");
-                    if !p.recover_and_redecide(&lost, &shutdown).await? {
-                        break shutdown.is_cancelled();
+                    match p.recover_and_redecide(&lost, &shutdown).await {
+                        Resync::Done => {}
+                        Resync::Stopped => break stopped(&shutdown),
+                        Resync::Stuck(why) => break Term::SteppedDown(why),
                     }
                 }
             }
@@ -146,13 +198,13 @@ pub async fn lead(
     if let Some(saving) = p.saving.take() {
         log_snapshot(saving.await);
     }
-    if stopping {
+    if term == Term::Shutdown {
         p.start_snapshot();
         if let Some(saving) = p.saving.take() {
             log_snapshot(saving.await);
         }
     }
-    Ok(())
+    Ok(term)
 }
 
 /// Resolves with the head's ack; pending forever when the head is not an append.
@@ -169,19 +221,14 @@ fn head_ack(
 }
 
 impl Pipeline<'_> {
-    /// Recovers the state from the snapshot and the log, retrying while NATS is away. `false` when
-    /// told to stop first.
-    async fn resync(
-        &mut self,
-        lost: &CancellationToken,
-        shutdown: &CancellationToken,
-    ) -> Result<bool, WriterError> {
+    /// Recovers the state from the snapshot and the log, retrying while NATS is away.
+    async fn resync(&mut self, lost: &CancellationToken, shutdown: &CancellationToken) -> Resync {
         let mut backoff = Duration::from_millis(100);
         loop {
             match recovery::recover(&self.reader, &self.config.domain, self.snapshot.as_deref())
                 .await
             {
-                Ok((state, last_event_id, rec)) => {
+                Ok((state, last_event, rec)) => {
                     tracing::info!(
                         seq = state.last_seq,
                         snapshot_seq = rec.snapshot_seq,
@@ -189,17 +236,23 @@ impl Pipeline<'_> {
                         elapsed_ms = rec.elapsed.as_millis() as u64,
                         "writer state recovered"
                     );
+                    self.confirmed_seq = state.last_seq;
                     self.state = state;
-                    self.last_event_id = last_event_id;
+                    self.last_event = last_event;
                     self.recent.clear();
-                    return Ok(true);
+                    return Resync::Done;
                 }
-                Err(e @ LogError::Decode { .. }) => return Err(e.into()),
+                Err(e @ LogError::Decode { .. }) => {
+                    return Resync::Stuck(format!(
+                        "{e}: upgrade this writer, or quarantine the message \
+                         (`orchestrator quarantine <seq> --reason ...`)"
+                    ))
+                }
                 Err(e) => tracing::warn!(error = %e, "recovering the writer state, retrying"),
             }
             tokio::select! {
-                _ = shutdown.cancelled() => return Ok(false),
-                _ = lost.cancelled() => return Ok(false),
+                _ = shutdown.cancelled() => return Resync::Stopped,
+                _ = lost.cancelled() => return Resync::Stopped,
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -225,172 +278,6 @@ impl Pipeline<'_> {
                 self.reply_now(msg.reply, json, reply).await
             }
         }
-    }
-
-    /// Decides a request against the state including the appends in flight, and queues its answer.
-    async fn accept(&mut self, reply_to: Option<Subject>, json: bool, req: Request) {
-        let span = tracing::debug_span!(
-            "command",
-            command = req.command.name(),
-            command_id = %req.command_id,
-            session_id = tracing::field::Empty,
-            seq = tracing::field::Empty,
-        );
-        if let Some(id) = req.command.session_id() {
-            span.record("session_id", tracing::field::display(id));
-        }
-        let meta = CommandMeta {
-            command_id: req.command_id.clone(),
-            actor: req.actor.clone(),
-            at: now_ms().max(self.state.last_at),
-        };
-        let outcome = match handle(&self.state, &meta, &req.command) {
-            Ok(Decision::Append(event)) => {
-                let env = Envelope::new(
-                    uuid::Uuid::new_v4().to_string(),
-                    meta.command_id.to_string(),
-                    req.command.digest(),
-                    meta.at,
-                    meta.actor,
-                    event,
-                );
-                let expected = self.state.last_seq;
-                let seq = expected + 1;
-                span.record("seq", seq);
-                // The newest append still in flight, if any: this one is decided after it.
-                let previous = self.inflight.iter().rev().find_map(|e| match &e.outcome {
-                    Outcome::Append { env, .. } => Some(env.command_id.clone()),
-                    _ => None,
-                });
-                let ack: AckFuture = match self
-                    .appender
-                    .send_after(&env, expected, previous.as_deref())
-                    .instrument(span.clone())
-                    .await
-                {
-                    Ok(pending) => {
-                        // The deadline counts from the send, not from the first poll: after a lost
-                        // connection every ack in flight expires at about the same time.
-                        let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
-                        Box::pin(async move {
-                            match tokio::time::timeout_at(deadline, pending.ack()).await {
-                                Ok(ack) => ack,
-                                Err(_) => Err(LogError::Unavailable(format!(
-                                    "no ack within {ACK_TIMEOUT:?} of sending"
-                                ))),
-                            }
-                        })
-                    }
-                    Err(e) => Box::pin(async move { Err(e) }),
-                };
-                evolve(&mut self.state, seq, &env);
-                Outcome::Append {
-                    seq,
-                    env: Box::new(env),
-                    ack,
-                }
-            }
-            Ok(Decision::AlreadyApplied { seq }) => Outcome::Duplicate { seq },
-            Err(rejection) => {
-                let _g = span.enter();
-                tracing::debug!(code = rejection.code(), "command rejected");
-                Outcome::Ready(Reply::rejected(rejection))
-            }
-        };
-        self.inflight.push_back(Entry {
-            reply_to,
-            json,
-            request: Some(req),
-            outcome,
-        });
-    }
-
-    /// Handles the head's ack. An error means the pipeline must be recovered.
-    async fn on_ack(&mut self, ack: Result<Appended, LogError>) -> Result<(), LogError> {
-        let appended = match ack {
-            Ok(appended) => appended,
-            Err(e) => {
-                // The head's ack has completed and must not be polled again: keep only its
-                // request, which the recovery decides again.
-                if let Some(head) = self.inflight.front_mut() {
-                    head.outcome = Outcome::Ready(unavailable());
-                }
-                return Err(e);
-            }
-        };
-        let Some(Entry {
-            reply_to,
-            json,
-            request,
-            outcome: Outcome::Append { seq, env, .. },
-        }) = self.inflight.pop_front()
-        else {
-            return Ok(());
-        };
-        if appended.duplicate || appended.seq != seq {
-            // The log holds this command id elsewhere: our state is not the log's. Keep the
-            // request for the recovery to decide again (it finds the command id in the log).
-            self.inflight.push_front(Entry {
-                reply_to,
-                json,
-                request,
-                outcome: Outcome::Ready(unavailable()),
-            });
-            return Err(LogError::Jetstream(format!(
-                "append expected at {seq} stored at {} (duplicate: {})",
-                appended.seq, appended.duplicate
-            )));
-        }
-        tracing::debug!(seq, command_id = %env.command_id, event = %env.event.event_type(), "appended");
-        self.last_event_id = Some(env.event_id.clone());
-        self.since_snapshot += 1;
-        let reply = Reply::Accepted {
-            seq,
-            duplicate: false,
-            event: env.clone(),
-        };
-        if self.recent.len() == RECENT {
-            self.recent.pop_front();
-        }
-        self.recent.push_back((seq, *env));
-        self.reply_now(reply_to, json, reply).await;
-        Ok(())
-    }
-
-    /// After a failed append: waits out the pipeline, recovers from the log, decides the commands
-    /// in flight again. `false` when told to stop first.
-    async fn recover_and_redecide(
-        &mut self,
-        lost: &CancellationToken,
-        shutdown: &CancellationToken,
-    ) -> Result<bool, WriterError> {
-        let entries: Vec<Entry> = self.inflight.drain(..).collect();
-        let mut requests = Vec::with_capacity(entries.len());
-        let mut acks = Vec::new();
-        for e in entries {
-            if let Outcome::Append { ack, .. } = e.outcome {
-                acks.push(ack);
-            }
-            if let Some(req) = e.request {
-                requests.push((e.reply_to, e.json, req));
-            }
-        }
-        // Later appends expected the failed one: they fail too, or are stored and then found in
-        // the log by their command id. Either way, wait for the server's word, on all of them at
-        // once: an ack's timeout only starts when it is first polled, so waiting for them one by
-        // one would take one timeout per lost ack.
-        let _ =
-            tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(acks)).await;
-        if !self.resync(lost, shutdown).await? {
-            for (reply_to, json, _) in requests {
-                self.reply_now(reply_to, json, unavailable()).await;
-            }
-            return Ok(false);
-        }
-        for (reply_to, json, req) in requests {
-            self.accept(reply_to, json, req).await;
-        }
-        Ok(true)
     }
 }
 

@@ -1,10 +1,14 @@
 //! Recovering the writer's state: a local snapshot plus the tail of the log.
 //!
 //! A snapshot is the postcard encoding of the whole decision [`State`], followed by the SHA-256 of
-//! those bytes, written to a temporary file, fsynced, and renamed over the previous one. It is used
-//! only if its checksum holds, it is of the same cell, and the log still holds the event it was taken
-//! at with the same event id; otherwise the writer replays the whole log. A snapshot is an
-//! optimisation: deleting it loses nothing.
+//! those bytes, written to a temporary file, fsynced, and renamed over the previous one. It holds
+//! confirmed state only (every event in it was acknowledged by the server). It is used only if its
+//! checksum holds, it is of the same cell, and the log still holds its last event with the same
+//! event id at the same sequence and reaches at least its position; otherwise the writer replays the
+//! whole log. A snapshot is an optimisation: deleting it loses nothing.
+//!
+//! Messages that are not events (foreign, quarantined: see [`crate::log::entry`]) only move the
+//! state's position ([`fold`]).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -15,17 +19,19 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::domain::{evolve, DomainConfig, State};
-use crate::log::{LogError, Reader};
+use crate::log::{Entry, LogError, Reader};
 
 // 2: placed sessions no longer keep their requirements.
-const SNAPSHOT_FORMAT: u32 = 2;
+// 3: ended sessions and remembered command ids are compact; the last event's sequence is kept, since
+//    the state's position may be a skipped message.
+const SNAPSHOT_FORMAT: u32 = 3;
 
 /// The snapshot as written: borrows the state, so saving copies nothing more.
 #[derive(Serialize)]
 struct SnapshotRef<'a> {
     format: u32,
     cell: &'a CellId,
-    last_event_id: &'a str,
+    last_event: &'a LastEvent,
     state: &'a State,
 }
 
@@ -34,8 +40,27 @@ struct SnapshotRef<'a> {
 struct Snapshot {
     format: u32,
     cell: CellId,
-    last_event_id: String,
+    last_event: LastEvent,
     state: State,
+}
+
+/// The last event folded into a state: its sequence and event id. A snapshot is checked against
+/// the log with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastEvent {
+    /// Its stream sequence.
+    pub seq: u64,
+    /// Its event id.
+    pub event_id: String,
+}
+
+/// Folds one message of the log into the state: an event is evolved, a skipped message only moves
+/// the state's position past it.
+pub fn fold(state: &mut State, entry: &Entry) {
+    match entry {
+        Entry::Event(ev) => evolve(state, ev.seq, &ev.envelope),
+        Entry::Skipped(s) => state.last_seq = s.seq,
+    }
 }
 
 /// How the state was recovered.
@@ -54,18 +79,18 @@ pub fn snapshot_path(data_dir: &Path, cell: &CellId) -> PathBuf {
     data_dir.join("writer").join(format!("{cell}.snapshot"))
 }
 
-/// Writes a snapshot of `state`, whose last event has `last_event_id`. Blocking: call it from
+/// Writes a snapshot of `state`, whose last event is `last_event`. Blocking: call it from
 /// `spawn_blocking`.
 pub fn save_snapshot(
     path: &Path,
     cell: &CellId,
-    last_event_id: &str,
+    last_event: &LastEvent,
     state: &State,
 ) -> std::io::Result<()> {
     let snap = SnapshotRef {
         format: SNAPSHOT_FORMAT,
         cell,
-        last_event_id,
+        last_event,
         state,
     };
     let bytes = encode_snapshot(&snap);
@@ -119,29 +144,21 @@ fn load_snapshot(path: &Path, cell: &CellId) -> Option<Snapshot> {
 }
 
 /// Recovers the state of `reader`'s cell: from the snapshot at `path` when it is valid against the
-/// log, then every later event. Returns the state, the id of its last event and how it went.
+/// log, then every later message. Returns the state, its last event and how it went.
 pub async fn recover(
     reader: &Reader,
     config: &DomainConfig,
     path: Option<&Path>,
-) -> Result<(State, Option<String>, Recovered), LogError> {
+) -> Result<(State, Option<LastEvent>, Recovered), LogError> {
     let started = Instant::now();
     let mut state = State::new(config.clone());
-    let mut last_event_id = None;
+    let mut last_event = None;
     let mut snapshot_seq = None;
     if let Some(snap) = path.and_then(|p| load_snapshot(p, reader.cell())) {
         let seq = snap.state.last_seq;
-        let at_seq = if seq == 0 {
-            None
-        } else {
-            reader.get(seq).await?
-        };
-        let matches = at_seq
-            .as_ref()
-            .is_some_and(|m| m.event.envelope.event_id == snap.last_event_id);
-        if matches && snap.state.config == *config {
+        if snapshot_matches(reader, &snap).await? && snap.state.config == *config {
             state = snap.state;
-            last_event_id = Some(snap.last_event_id);
+            last_event = Some(snap.last_event);
             snapshot_seq = Some(seq);
         } else {
             tracing::warn!(
@@ -150,28 +167,46 @@ pub async fn recover(
             );
         }
     }
-    let (_, mut events) = reader.read_to_end(state.last_seq + 1).await?;
+    let (_, mut entries) = reader.entries_to_end(state.last_seq + 1).await?;
     let mut replayed = 0u64;
-    while let Some(ev) = events.next().await {
-        let ev = ev?;
-        if ev.seq != state.last_seq + 1 {
-            return Err(LogError::Jetstream(format!(
-                "log gap: expected sequence {}, read {}",
-                state.last_seq + 1,
-                ev.seq
-            )));
+    while let Some(entry) = entries.next().await {
+        let entry = entry?;
+        match &entry {
+            Entry::Event(ev) => {
+                last_event = Some(LastEvent {
+                    seq: ev.seq,
+                    event_id: ev.envelope.event_id.clone(),
+                })
+            }
+            Entry::Skipped(s) => tracing::warn!(
+                seq = s.seq,
+                subject = %s.subject,
+                why = %s.why.describe(),
+                "writer recovery: message skipped"
+            ),
         }
-        evolve(&mut state, ev.seq, &ev.envelope);
-        last_event_id = Some(ev.envelope.event_id);
+        fold(&mut state, &entry);
         replayed += 1;
     }
     Ok((
         state,
-        last_event_id,
+        last_event,
         Recovered {
             snapshot_seq,
             replayed,
             elapsed: started.elapsed(),
         },
     ))
+}
+
+/// Whether the log still holds the snapshot's last event at its sequence and reaches its position.
+async fn snapshot_matches(reader: &Reader, snap: &Snapshot) -> Result<bool, LogError> {
+    if snap.state.last_seq == 0 || reader.last_seq().await? < snap.state.last_seq {
+        return Ok(false);
+    }
+    match reader.get(snap.last_event.seq).await {
+        Ok(Some(m)) => Ok(m.event.envelope.event_id == snap.last_event.event_id),
+        Ok(None) | Err(LogError::Decode { .. } | LogError::NotAnEvent { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
 }

@@ -6,17 +6,27 @@ use crate::writer::recovery;
 impl Pipeline<'_> {
     /// Starts saving a snapshot of the state in the background: the copy is taken here, the
     /// encoding, write and fsync happen on a blocking thread while commands go on.
+    /// Only confirmed state is saved: when an event folded into the state was not acknowledged
+    /// (the writer stops with appends that failed), no snapshot is taken.
     pub(super) fn start_snapshot(&mut self) {
         self.since_snapshot = 0;
-        let (Some(path), Some(last_event_id)) = (self.snapshot.clone(), self.last_event_id.clone())
+        let (Some(path), Some(last_event)) = (self.snapshot.clone(), self.last_event.clone())
         else {
             return;
         };
+        if self.state.last_seq != self.confirmed_seq {
+            tracing::info!(
+                seq = self.state.last_seq,
+                confirmed = self.confirmed_seq,
+                "no snapshot: the state holds events the log did not confirm"
+            );
+            return;
+        }
         let state = self.state.clone();
         let cell = self.config.log.cell.clone();
         self.saving = Some(tokio::task::spawn_blocking(move || {
             let seq = state.last_seq;
-            recovery::save_snapshot(&path, &cell, &last_event_id, &state).map(|()| seq)
+            recovery::save_snapshot(&path, &cell, &last_event, &state).map(|()| seq)
         }));
     }
 
