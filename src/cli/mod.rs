@@ -3,13 +3,14 @@
 //! - [`serve`]: run the system (every role, or one), with an embedded `nats-server` by default.
 //! - [`history`], [`state`], [`tail`]: read the log (a session's timeline, the state at a moment,
 //!   events as they come).
-//! - [`rebuild`], [`verify`]: operate the projections.
+//! - [`rebuild`], [`verify`]: operate the projections; [`quarantine`]: skip an undecodable message.
 //! - [`session`], [`vm`]: send commands to the cell's writer.
 //! - `bench` runs [`crate::bench`].
 //! - [`format`]: how times, labels, actors and events are shown and parsed.
 
 pub mod format;
 pub mod history;
+pub mod quarantine;
 pub mod rebuild;
 pub mod serve;
 pub mod session;
@@ -73,6 +74,8 @@ pub enum CliCommand {
     Rebuild(rebuild::RebuildArgs),
     /// Compare the live projections and the writer's state with a replay of the log.
     Verify(verify::VerifyArgs),
+    /// Record that an undecodable message is skipped by every reader (or list those that are).
+    Quarantine(quarantine::QuarantineArgs),
     /// Start a session (it waits in `starting` until a VM is assigned).
     Start(session::StartArgs),
     /// Place a starting session on a VM: the one named, or one picked by a policy.
@@ -158,6 +161,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> ExitCode {
         CliCommand::Tail(args) => tail::run(args, shutdown).await,
         CliCommand::Rebuild(args) => rebuild::run(args).await,
         CliCommand::Verify(args) => verify::run(args).await,
+        CliCommand::Quarantine(args) => quarantine::run(args).await,
         CliCommand::Start(args) => session::start(args).await,
         CliCommand::Assign(args) => session::assign(args).await,
         CliCommand::Pause(args) => session::pause(args).await,
@@ -248,6 +252,14 @@ pub struct CommandOpts {
     pub json: bool,
 }
 
+/// `operator:$USER` (or `operator:cli`): who a CLI command comes from unless told.
+pub fn default_operator() -> Actor {
+    let user = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty() && !u.contains(char::is_whitespace));
+    Actor::operator(user.unwrap_or_else(|| "cli".to_owned()))
+}
+
 /// Sends `command` to the cell's writer and prints its reply.
 pub async fn send(opts: CommandOpts, command: Command) -> Result<(), CliError> {
     let command_id = match opts.command_id {
@@ -256,12 +268,7 @@ pub async fn send(opts: CommandOpts, command: Command) -> Result<(), CliError> {
         None => CommandId::parse(uuid::Uuid::new_v4().to_string())
             .expect("a UUID is a valid command id"),
     };
-    let actor = opts.actor.unwrap_or_else(|| {
-        let user = std::env::var("USER")
-            .ok()
-            .filter(|u| !u.is_empty() && !u.contains(char::is_whitespace));
-        Actor::operator(user.unwrap_or_else(|| "cli".to_owned()))
-    });
+    let actor = opts.actor.unwrap_or_else(default_operator);
     let client = match opts.nats.connect("cli").await {
         Ok(client) => client,
         Err(CliError::Unavailable(message)) => return unavailable(message, &command_id, opts.json),

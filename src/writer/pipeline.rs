@@ -5,9 +5,10 @@
 //! - `snapshot`: snapshots of the confirmed state, saved in the background.
 //!
 //! A writer that cannot make progress steps down: after [`MAX_FRUITLESS_RECOVERIES`] recoveries in
-//! a row with no append acknowledged in between, or when its state cannot be recovered from the log
-//! (a message it cannot decode), [`lead`] returns [`Term::SteppedDown`] and the caller gives up the
-//! lease, so a standby (perhaps a newer release that can read the log) takes over.
+//! a row with no append acknowledged in between, when its state cannot be recovered from the log
+//! (a message it cannot decode), or after [`MAX_RECOVERY_ATTEMPTS`] failed attempts to read it,
+//! [`lead`] returns [`Term::SteppedDown`] and the caller gives up the lease, so a standby (perhaps
+//! a newer release that can read the log) takes over.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -82,6 +83,10 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Recoveries in a row, with no append acknowledged in between, after which the writer steps down.
 pub const MAX_FRUITLESS_RECOVERIES: u32 = 5;
+
+/// Failed attempts in a row to recover the state from the log (about 15 s with the backoff) after
+/// which the writer steps down.
+pub const MAX_RECOVERY_ATTEMPTS: u32 = 10;
 
 /// How a term as the active writer ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,10 +226,11 @@ fn head_ack(
 }
 
 impl Pipeline<'_> {
-    /// Recovers the state from the snapshot and the log, retrying while NATS is away.
+    /// Recovers the state from the snapshot and the log, retrying with a backoff; stuck after
+    /// [`MAX_RECOVERY_ATTEMPTS`] failed attempts in a row (a missing stream, say).
     async fn resync(&mut self, lost: &CancellationToken, shutdown: &CancellationToken) -> Resync {
         let mut backoff = Duration::from_millis(100);
-        loop {
+        for attempt in 1.. {
             match recovery::recover(&self.reader, &self.config.domain, self.snapshot.as_deref())
                 .await
             {
@@ -248,7 +254,14 @@ impl Pipeline<'_> {
                          (`orchestrator quarantine <seq> --reason ...`)"
                     ))
                 }
-                Err(e) => tracing::warn!(error = %e, "recovering the writer state, retrying"),
+                Err(e) if attempt >= MAX_RECOVERY_ATTEMPTS => {
+                    return Resync::Stuck(format!(
+                        "{attempt} attempts to recover failed; last: {e}"
+                    ))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "recovering the writer state, retrying")
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return Resync::Stopped,
@@ -257,6 +270,7 @@ impl Pipeline<'_> {
             }
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
+        unreachable!("the attempts never run out")
     }
 
     async fn on_message(&mut self, msg: Message) {

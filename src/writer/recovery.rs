@@ -119,6 +119,11 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The position (last sequence) of the valid snapshot at `path`, if there is one.
+pub fn snapshot_seq(path: &Path, cell: &CellId) -> Option<u64> {
+    load_snapshot(path, cell).map(|s| s.state.last_seq)
+}
+
 fn load_snapshot(path: &Path, cell: &CellId) -> Option<Snapshot> {
     let bytes = std::fs::read(path).ok()?;
     if bytes.len() < 32 {
