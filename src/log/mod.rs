@@ -11,7 +11,7 @@
 //!   a time or pipelined.
 //! - [`read`]: [`Reader`], one message by sequence, the last sequence, and ordered replays that keep
 //!   their own position across reconnects: [`EntryStream`] (every message) and [`EventStream`]
-//!   (events only).
+//!   (events only), in [`follow`].
 //! - [`entry`]: what a stored message is to a reader: a writer's event, or a message every reader
 //!   skips (foreign, quarantined).
 //! - [`quarantine`]: an operator's record that one undecodable message is skipped by every reader.
@@ -21,6 +21,7 @@
 pub mod append;
 pub mod entry;
 pub mod error;
+pub mod follow;
 pub mod lease;
 pub mod quarantine;
 pub mod read;
@@ -30,8 +31,9 @@ pub mod version;
 pub use append::{Appended, Appender, PendingAppend};
 pub use entry::{Entry, SkipReason, Skipped, StoredEvent};
 pub use error::{LeaseError, LogError};
+pub use follow::{EntryStream, EventStream};
 pub use lease::{ensure_lease_bucket, Lease, LeaseHandle, DEFAULT_LEASE_BUCKET, DEFAULT_LEASE_TTL};
 pub use quarantine::{QuarantineRecord, QuarantineSet};
-pub use read::{EntryStream, EventStream, Reader, StoredMessage};
+pub use read::{Reader, StoredMessage};
 pub use stream::{ensure_stream, LogConfig};
 pub use version::{Features, ServerVersion};
