@@ -9,7 +9,7 @@ use common::TestServer;
 use orchestrator::admin;
 use orchestrator::client::{ClientError, CommandClient};
 use orchestrator::domain::command::VmRef;
-use orchestrator::domain::{Command, CommandRequest};
+use orchestrator::domain::{Command, CommandRequest, DomainConfig};
 use orchestrator::log::quarantine::quarantine;
 use orchestrator::log::{Reader, SkipReason};
 use orchestrator::projections::{projector, Projections};
@@ -33,11 +33,16 @@ fn cell_id() -> CellId {
 
 /// A writer (lease lifetime 1 s), a projector and its `verify` responder on a fresh server.
 async fn cell() -> Cell {
+    cell_with(DomainConfig::default()).await
+}
+
+async fn cell_with(domain: DomainConfig) -> Cell {
     let server = TestServer::start_default().await;
     let client = server.client().await;
     let data = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
     let mut config = WriterConfig::new(cell_id());
+    config.domain = domain;
     config.lease_ttl = Duration::from_secs(1);
     config.data_dir = Some(data.path().to_path_buf());
     tokio::spawn(writer::run(client.clone(), config, stop.clone()));
@@ -279,4 +284,64 @@ async fn a_snapshot_holds_confirmed_state_only() {
         saved.is_none_or(|seq| seq <= 1),
         "a snapshot at {saved:?} holds an event the log never stored"
     );
+}
+
+/// A command id reused after the writer's idempotency window but within the server's duplicate
+/// window is decided again and stored: the server never takes the new event for the old one (the
+/// message id is the event id), so the writer does not loop on a duplicate ack.
+#[tokio::test]
+async fn a_command_id_past_the_idempotency_window_is_decided_again() {
+    let c = cell_with(DomainConfig {
+        idempotency_window_ms: 1,
+        ..DomainConfig::default()
+    })
+    .await;
+    let user = Actor::user("u1");
+    let session = orchestrator_events::SessionId::parse("s1").unwrap();
+    let send = |id: &'static str, command: Command| {
+        let commands = c.commands.clone();
+        let user = user.clone();
+        async move {
+            match commands
+                .send(&CommandId::parse(id).unwrap(), &user, &command)
+                .await
+            {
+                Ok(Reply::Accepted { seq, duplicate, .. }) => (seq, duplicate),
+                other => panic!("{id}: {other:?}"),
+            }
+        }
+    };
+    let session_ref = || orchestrator::domain::command::SessionRef {
+        session_id: session.clone(),
+    };
+    send(
+        "start",
+        Command::StartSession(orchestrator::domain::command::StartSession {
+            session_id: Some(session.clone()),
+            user_id: "u1".parse().unwrap(),
+            game_id: "g".parse().unwrap(),
+            requirements: Default::default(),
+        }),
+    )
+    .await;
+    send(
+        "assign",
+        Command::AssignVm(orchestrator::domain::command::AssignVm {
+            session_id: session.clone(),
+            vm_id: None,
+            policy: None,
+        }),
+    )
+    .await;
+    let (first, _) = send("pause", Command::PauseSession(session_ref())).await;
+    send("resume", Command::ResumeSession(session_ref())).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (again, duplicate) = tokio::time::timeout(
+        Duration::from_secs(10),
+        send("pause", Command::PauseSession(session_ref())),
+    )
+    .await
+    .expect("answered, not looping");
+    assert!(!duplicate);
+    assert_eq!(again, first + 2, "a new event after the resume");
 }
