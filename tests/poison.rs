@@ -345,3 +345,41 @@ async fn a_command_id_past_the_idempotency_window_is_decided_again() {
     assert!(!duplicate);
     assert_eq!(again, first + 2, "a new event after the resume");
 }
+
+/// A log that refuses every append (here: a stream limited to the events it holds, discarding new
+/// ones): after a few recoveries that store nothing, the writer gives up its lease instead of
+/// holding the cell.
+#[tokio::test]
+async fn a_writer_that_cannot_store_anything_gives_up_its_lease() {
+    let c = cell().await;
+    let js = async_nats::jetstream::new(c.client.clone());
+    let mut stream = js.get_stream("ORCH_DEFAULT").await.unwrap();
+    let mut config = stream.info().await.unwrap().config.clone();
+    config.max_messages = 1;
+    config.discard = async_nats::jetstream::stream::DiscardPolicy::New;
+    js.update_stream(config).await.unwrap();
+    for i in 0..(writer::MAX_FRUITLESS_RECOVERIES + 2) {
+        let answer = c.send(&format!("vm-{}", i + 1)).await;
+        assert!(
+            !matches!(answer, Ok(Reply::Accepted { .. })),
+            "nothing can be stored: {answer:?}"
+        );
+    }
+    let kv =
+        orchestrator::log::ensure_lease_bucket(&js, orchestrator::log::DEFAULT_LEASE_BUCKET, 1)
+            .await
+            .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        orchestrator::log::Lease::acquire(
+            &kv,
+            &cell_id(),
+            "probe",
+            Duration::from_secs(1),
+            &CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("the writer gave up the lease")
+    .unwrap();
+}
