@@ -211,6 +211,10 @@ impl Stream for EntryStream {
                 &this.quarantine,
             );
             if entry.is_err() {
+                // The next read loads the quarantine records again: one may come for this message.
+                if let Some(reader) = &this.reader {
+                    reader.forget_quarantined();
+                }
                 this.finish();
             }
             return Poll::Ready(Some(entry));

@@ -211,7 +211,10 @@ pub async fn quarantine(
             .await
             .map_err(|e| LogError::Unavailable(e.to_string()))?;
         match sent.await {
-            Ok(ack) => return Ok(ack.sequence),
+            Ok(ack) => {
+                reader.forget_quarantined();
+                return Ok(ack.sequence);
+            }
             Err(e) if api_code(&e) == Some(jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE) => {
                 continue
             }

@@ -13,7 +13,7 @@
 //! the SSE feed) see events only. A writer's message that cannot be decoded ends the read with
 //! [`LogError::Decode`]: a reader never skips an event it cannot read.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_nats::header::HeaderMap;
 use async_nats::jetstream::{
@@ -52,6 +52,9 @@ pub struct Reader {
     cell: CellId,
     name: Arc<str>,
     pub(super) quarantine_prefix: Arc<str>,
+    /// The quarantine records, read once and shared by the clones; forgotten when a read meets an
+    /// undecodable message (a record may have come since).
+    quarantine: Arc<Mutex<Option<Arc<QuarantineSet>>>>,
     stream: JsStream<()>,
 }
 
@@ -66,6 +69,7 @@ impl Reader {
         Ok(Self {
             js,
             quarantine_prefix: subject_prefix(&cell).into(),
+            quarantine: Default::default(),
             cell,
             name: name.into(),
             stream,
@@ -121,29 +125,43 @@ impl Reader {
                 }
             }
         };
-        let quarantined = if self.might_be_quarantined(&msg.payload) {
-            QuarantineSet::load(self).await?
-        } else {
-            QuarantineSet::default()
+        let raw = || RawMessage {
+            seq: msg.sequence,
+            stored_at: millis(msg.time),
+            subject: msg.subject.as_str(),
+            headers: Some(&msg.headers),
+            payload: &msg.payload,
         };
-        let entry = classify(
-            RawMessage {
-                seq: msg.sequence,
-                stored_at: millis(msg.time),
-                subject: msg.subject.as_str(),
-                headers: Some(&msg.headers),
-                payload: &msg.payload,
-            },
-            &self.quarantine_prefix,
-            &quarantined,
-        )?;
+        let entry = match classify(raw(), &self.quarantine_prefix, &*self.quarantined().await?) {
+            // A quarantine record may have come since the set was read: read it again, once.
+            Err(LogError::Decode { .. }) => {
+                self.forget_quarantined();
+                classify(raw(), &self.quarantine_prefix, &*self.quarantined().await?)?
+            }
+            other => other?,
+        };
         Ok(Some((entry, msg.subject.to_string(), msg.headers)))
     }
 
-    /// Whether the quarantine records must be read to classify this payload: only when it is not
-    /// an envelope.
-    fn might_be_quarantined(&self, payload: &[u8]) -> bool {
-        orchestrator_events::codec::decode(payload).is_err()
+    /// The quarantined messages, as last read.
+    pub(super) async fn quarantined(&self) -> Result<Arc<QuarantineSet>, LogError> {
+        // A poisoned lock only means a reader panicked while holding it; the value is still whole.
+        let cached = self.quarantine.lock().ok().and_then(|c| c.clone());
+        if let Some(set) = cached {
+            return Ok(set);
+        }
+        let set = Arc::new(QuarantineSet::load(self).await?);
+        if let Ok(mut cache) = self.quarantine.lock() {
+            *cache = Some(set.clone());
+        }
+        Ok(set)
+    }
+
+    /// Makes the next read load the quarantine records again.
+    pub(crate) fn forget_quarantined(&self) {
+        if let Ok(mut cache) = self.quarantine.lock() {
+            *cache = None;
+        }
     }
 
     /// The stream's last sequence (0 when it is empty).
@@ -241,7 +259,7 @@ impl Reader {
         deliver_policy: DeliverPolicy,
         to: Option<u64>,
     ) -> Result<EntryStream, LogError> {
-        let quarantine = Arc::new(QuarantineSet::load(self).await?);
+        let quarantine = self.quarantined().await?;
         let next = match deliver_policy {
             DeliverPolicy::All => Some(1),
             DeliverPolicy::ByStartSequence { start_sequence } => Some(start_sequence),
