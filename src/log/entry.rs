@@ -4,7 +4,9 @@
 //! the sequence before it, and the server refused it otherwise, so a stored message whose header
 //! does not name the sequence before its own was not appended by a writer: a stray publish onto
 //! the event subjects (`nats pub orch.default.evt.session.x hello`), or a copy of an old event
-//! (the server would have refused it with the header intact). Such a message is **foreign**: every
+//! (the server would have refused it with the header intact). Atomic batches are the one
+//! exception: see [`appended_by_writer`]. The check guards against accidents, not against a
+//! publisher who forges headers: that is what NATS permissions are for. Such a message is **foreign**: every
 //! reader skips it, logs it, and counts it, and `verify` lists it; it never stops a reader.
 //!
 //! A message that does carry the writer's header but cannot be decoded (a corrupt payload, a
@@ -96,13 +98,30 @@ impl SkipReason {
 }
 
 /// Whether a message at `seq` with these headers was appended by a writer: the server checked its
-/// `Nats-Expected-Last-Sequence`, which must name the sequence before it.
+/// `Nats-Expected-Last-Sequence`, which must name the sequence before it. In an atomic batch (NATS
+/// 2.12+) only the first message carries that check, and the server stores the batch whole or not
+/// at all: a later message of a batch (`Nats-Batch-Id` with a `Nats-Batch-Sequence` above 1) counts
+/// as the writer's too.
 pub fn appended_by_writer(seq: u64, headers: Option<&HeaderMap>) -> bool {
-    headers
-        .and_then(|h| h.get(NATS_EXPECTED_LAST_SEQUENCE))
-        .and_then(|v| v.as_str().parse::<u64>().ok())
-        .is_some_and(|expected| expected.checked_add(1) == Some(seq))
+    let Some(headers) = headers else {
+        return false;
+    };
+    let number = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.as_str().parse::<u64>().ok())
+    };
+    let checked = number(NATS_EXPECTED_LAST_SEQUENCE.as_ref())
+        .is_some_and(|expected| expected.checked_add(1) == Some(seq));
+    let later_in_batch = headers.get(BATCH_ID_HEADER).is_some()
+        && number(BATCH_SEQUENCE_HEADER).is_some_and(|n| n > 1);
+    checked || later_in_batch
 }
+
+/// The header naming an atomic batch.
+pub const BATCH_ID_HEADER: &str = "Nats-Batch-Id";
+/// The header giving a message's place in its atomic batch, from 1.
+pub const BATCH_SEQUENCE_HEADER: &str = "Nats-Batch-Sequence";
 
 /// A raw stored message, whichever way it was read.
 pub struct RawMessage<'a> {
@@ -158,5 +177,45 @@ pub fn classify(
                 error,
             }),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, *v);
+        }
+        h
+    }
+
+    #[test]
+    fn the_writer_mark_is_the_expected_sequence_before_the_message() {
+        let h = headers(&[("Nats-Expected-Last-Sequence", "41")]);
+        assert!(appended_by_writer(42, Some(&h)));
+        assert!(!appended_by_writer(43, Some(&h)), "a copy stored later");
+        assert!(!appended_by_writer(42, None), "a plain publish");
+        let garbage = headers(&[("Nats-Expected-Last-Sequence", "x")]);
+        assert!(!appended_by_writer(42, Some(&garbage)));
+        assert!(!appended_by_writer(
+            0,
+            Some(&headers(&[(
+                "Nats-Expected-Last-Sequence",
+                "18446744073709551615"
+            )]))
+        ));
+    }
+
+    #[test]
+    fn later_messages_of_an_atomic_batch_are_the_writers() {
+        let later = headers(&[("Nats-Batch-Id", "b1"), ("Nats-Batch-Sequence", "7")]);
+        assert!(appended_by_writer(50, Some(&later)));
+        let first_without_check = headers(&[("Nats-Batch-Id", "b1"), ("Nats-Batch-Sequence", "1")]);
+        assert!(!appended_by_writer(50, Some(&first_without_check)));
+        let no_id = headers(&[("Nats-Batch-Sequence", "7")]);
+        assert!(!appended_by_writer(50, Some(&no_id)));
     }
 }
