@@ -245,6 +245,9 @@ fn describe_opened(opened: &Opened) -> String {
         Opened::Unreadable { reason } => {
             format!("rebuilding from the log: the store was unreadable ({reason})")
         }
+        Opened::OtherLog { reason } => {
+            format!("rebuilding from the log: the store was of another log ({reason})")
+        }
     }
 }
 
@@ -304,7 +307,9 @@ async fn run_roles(
     let roles = config.roles;
     let mut projections_line = "not run here".to_owned();
     let store = if roles.projector || roles.bridge {
+        let reader = Reader::new(js.clone(), config.cell.clone()).await?;
         let (store, opened) = Projections::open(&config.data_dir.join("projections"))?;
+        let opened = store.bind(&reader.identity().await?)?.unwrap_or(opened);
         projections_line = describe_opened(&opened);
         match &opened {
             Opened::Resumed { .. } | Opened::Created => {
@@ -312,7 +317,6 @@ async fn run_roles(
             }
             _ => tracing::warn!(outcome = ?opened, "projections rebuilt from the log"),
         }
-        let reader = Reader::new(js.clone(), config.cell.clone()).await?;
         tracker.spawn(failures.clone().watch(
             "projector",
             projector::run(reader.clone(), store.clone(), stop.clone()),

@@ -1,6 +1,6 @@
 //! The sled projections: atomic ordered batches, resuming, rebuilding when the layout version changes
 //! or the store cannot be read. How the projector meets messages that are not events:
-//! `tests/foreign.rs`.
+//! `tests/poison.rs` and `tests/log.rs`. A store follows one log: another cell or stream rebuilds it.
 
 mod common;
 
@@ -148,4 +148,95 @@ fn a_store_in_use_is_never_cleared() {
     assert!(matches!(err, ProjectionError::Locked { .. }), "{err}");
     assert_eq!(store.checkpoint(), 1);
     assert_eq!(store.vms().unwrap().len(), 1, "the data is still there");
+}
+
+/// Appends `n` VM registrations (`<prefix>-0`..) to `cell`'s stream, creating it; returns a reader.
+async fn log_with_vms(
+    js: &async_nats::jetstream::Context,
+    cell: &str,
+    prefix: &str,
+    n: u64,
+) -> orchestrator::log::Reader {
+    use orchestrator::log::{ensure_stream, Appender, LogConfig, Reader};
+    let cell = orchestrator_events::CellId::parse(cell).unwrap();
+    ensure_stream(js, &LogConfig::new(cell.clone()))
+        .await
+        .unwrap();
+    let appender = Appender::new(js.clone(), cell.clone());
+    for i in 0..n {
+        let (_, env) = vm(i + 1, &format!("{prefix}-{i}"));
+        appender.append(&env.unwrap(), i).await.unwrap();
+    }
+    Reader::new(js.clone(), cell).await.unwrap()
+}
+
+async fn follow(reader: &orchestrator::log::Reader, store: &Projections) {
+    let last = reader.last_seq().await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(orchestrator::projections::projector::run(
+        reader.clone(),
+        store.clone(),
+        stop.clone(),
+    ));
+    store
+        .wait_for(last, std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    stop.cancel();
+    run.await.unwrap().unwrap();
+}
+
+fn vm_ids(store: &Projections) -> Vec<String> {
+    store
+        .vms()
+        .unwrap()
+        .into_iter()
+        .map(|v| v.vm_id.to_string())
+        .collect()
+}
+
+/// The same data dir used for another cell, or for a stream created anew (even a shorter one), is
+/// rebuilt from that log instead of mixing both.
+#[tokio::test]
+async fn a_store_follows_one_log_and_is_rebuilt_for_another() {
+    let server = common::TestServer::start_default().await;
+    let js = server.jetstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = log_with_vms(&js, "cell-a", "a", 5).await;
+    let b = log_with_vms(&js, "cell-b", "b", 2).await;
+
+    let (store, _) = Projections::open(dir.path()).unwrap();
+    assert_eq!(store.bind(&a.identity().await.unwrap()).unwrap(), None);
+    follow(&a, &store).await;
+    assert_eq!(store.checkpoint(), 5);
+    // Again on the same log: it resumes.
+    assert_eq!(store.bind(&a.identity().await.unwrap()).unwrap(), None);
+    assert_eq!(store.checkpoint(), 5);
+
+    // Another cell: cleared, and rebuilt from that cell's log only.
+    let other = store.bind(&b.identity().await.unwrap()).unwrap();
+    assert!(
+        matches!(&other, Some(Opened::OtherLog { reason }) if reason.contains("cell-b")),
+        "{other:?}"
+    );
+    assert_eq!(store.checkpoint(), 0);
+    follow(&b, &store).await;
+    assert_eq!(vm_ids(&store), ["b-0", "b-1"]);
+
+    // The stream deleted and created again with fewer events: another log.
+    js.delete_stream("ORCH_CELL_B").await.unwrap();
+    let b_again = log_with_vms(&js, "cell-b", "c", 1).await;
+    let other = store.bind(&b_again.identity().await.unwrap()).unwrap();
+    assert!(matches!(other, Some(Opened::OtherLog { .. })), "{other:?}");
+    follow(&b_again, &store).await;
+    assert_eq!(vm_ids(&store), ["c-0"]);
+    drop(store);
+
+    // A store that does not say which log it follows (an earlier release's) is rebuilt too.
+    let old = tempfile::tempdir().unwrap();
+    let (store, _) = Projections::open(old.path()).unwrap();
+    store.apply_batch(&[vm(1, "x-0")]).unwrap();
+    let other = store.bind(&a.identity().await.unwrap()).unwrap();
+    assert!(matches!(other, Some(Opened::OtherLog { .. })), "{other:?}");
+    assert_eq!(store.checkpoint(), 0);
 }

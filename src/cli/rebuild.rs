@@ -117,6 +117,10 @@ async fn rebuild(
     store: &Projections,
 ) -> Result<u64, CliError> {
     let reader = Reader::new(async_nats::jetstream::new(client.clone()), cell.clone()).await?;
+    // The store now follows this log (a rebuild clears it anyway).
+    store
+        .bind(&reader.identity().await?)
+        .map_err(|e| CliError::Failed(e.to_string()))?;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(

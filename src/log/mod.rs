@@ -34,6 +34,6 @@ pub use error::{LeaseError, LogError};
 pub use follow::{EntryStream, EventStream};
 pub use lease::{ensure_lease_bucket, Lease, LeaseHandle, DEFAULT_LEASE_BUCKET, DEFAULT_LEASE_TTL};
 pub use quarantine::{QuarantineRecord, QuarantineSet};
-pub use read::{Reader, StoredMessage};
+pub use read::{LogIdentity, Reader, StoredMessage};
 pub use stream::{ensure_stream, LogConfig};
 pub use version::{Features, ServerVersion};

@@ -45,6 +45,19 @@ pub struct StoredMessage {
     pub headers: HeaderMap,
 }
 
+/// Which log a reader reads: a stream deleted and created again under the same name is another log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogIdentity {
+    /// The cell.
+    pub cell: CellId,
+    /// The stream's name.
+    pub stream: String,
+    /// When the stream was created, in nanoseconds since the Unix epoch.
+    pub created: i128,
+    /// Its last sequence when asked.
+    pub last_seq: u64,
+}
+
 /// A cheap, clonable handle that reads a cell's stream.
 #[derive(Debug, Clone)]
 pub struct Reader {
@@ -166,8 +179,18 @@ impl Reader {
 
     /// The stream's last sequence (0 when it is empty).
     pub async fn last_seq(&self) -> Result<u64, LogError> {
+        Ok(self.identity().await?.last_seq)
+    }
+
+    /// Which log this is (cell, stream, when the stream was created) and its last sequence.
+    pub async fn identity(&self) -> Result<LogIdentity, LogError> {
         match self.stream.get_info().await {
-            Ok(info) => Ok(info.state.last_sequence),
+            Ok(info) => Ok(LogIdentity {
+                cell: self.cell.clone(),
+                stream: self.name.to_string(),
+                created: info.created.unix_timestamp_nanos(),
+                last_seq: info.state.last_sequence,
+            }),
             Err(err) => Err(match api_code(&err) {
                 Some(jetstream::ErrorCode::STREAM_NOT_FOUND) => {
                     LogError::StreamNotFound(self.stream_name().to_owned())

@@ -13,6 +13,7 @@ use super::apply::{self, Kv, Overlay, CHECKPOINT_KEY, VERSION_KEY};
 use super::model::{Capacity, SessionView, VmView};
 use super::{ProjectionError, PROJECTION_VERSION};
 use crate::domain::{SessionStatus, VmStatus};
+use crate::log::LogIdentity;
 
 impl Kv for sled::Tree {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ProjectionError> {
@@ -43,7 +44,24 @@ pub enum Opened {
         /// What was wrong.
         reason: String,
     },
+    /// It was built from another log (another cell, another stream, a stream created anew, or
+    /// one shorter than its checkpoint): cleared, to be rebuilt from this one.
+    OtherLog {
+        /// What differed.
+        reason: String,
+    },
 }
+
+/// The log a store was built from, as recorded in it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Origin {
+    cell: String,
+    stream: String,
+    created: i128,
+}
+
+/// The key of the store's [`Origin`].
+const ORIGIN_KEY: &[u8] = b"_origin";
 
 /// Filters of a session listing. All given filters must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -158,6 +176,52 @@ impl Projections {
         ))
     }
 
+    /// Ties the store to the log it follows. A store built from another log (another cell or
+    /// stream, a stream deleted and created again, a stream shorter than the store's checkpoint), or
+    /// one that does not say which (written by an earlier release), is cleared to be rebuilt from
+    /// this one: `Some` says why. A fresh store records the log and answers `None`.
+    pub fn bind(&self, log: &LogIdentity) -> Result<Option<Opened>, ProjectionError> {
+        let origin = Origin {
+            cell: log.cell.to_string(),
+            stream: log.stream.clone(),
+            created: log.created,
+        };
+        let checkpoint = self.checkpoint();
+        let found: Option<Origin> = self
+            .inner
+            .tree
+            .get(ORIGIN_KEY)?
+            .and_then(|b| postcard::from_bytes(&b).ok());
+        let reason = match &found {
+            Some(f) if f.cell != origin.cell => Some(format!(
+                "it was built for cell {}, this is cell {}",
+                f.cell, origin.cell
+            )),
+            Some(f) if f.stream != origin.stream || f.created != origin.created => Some(format!(
+                "it was built from stream {} created at {} ns, this one was created at {} ns",
+                f.stream, f.created, origin.created
+            )),
+            _ if checkpoint > log.last_seq => Some(format!(
+                "its checkpoint {checkpoint} is past the end of the log ({})",
+                log.last_seq
+            )),
+            None if checkpoint > 0 => Some("it does not say which log it was built from".into()),
+            _ => None,
+        };
+        if reason.is_some() {
+            self.inner.tree.remove(ORIGIN_KEY)?;
+            self.clear()?;
+        }
+        // A plain struct of strings and an integer: postcard encoding cannot fail.
+        let bytes = postcard::to_stdvec(&origin).expect("an origin always encodes");
+        self.inner.tree.insert(ORIGIN_KEY, bytes)?;
+        self.inner.tree.flush()?;
+        Ok(reason.map(|reason| {
+            tracing::warn!(%reason, "projection store of another log: rebuilding");
+            Opened::OtherLog { reason }
+        }))
+    }
+
     /// Where the store lives.
     pub fn path(&self) -> &Path {
         &self.inner.path
@@ -198,10 +262,15 @@ impl Projections {
     /// Clears every read model and the checkpoint, for a rebuild.
     pub fn clear(&self) -> Result<(), ProjectionError> {
         let _writing = self.lock();
+        // Which log the store follows survives: a rebuild is of the same log.
+        let origin = self.inner.tree.get(ORIGIN_KEY)?;
         self.inner.tree.clear()?;
         self.inner
             .tree
             .insert(VERSION_KEY, &PROJECTION_VERSION.to_be_bytes())?;
+        if let Some(origin) = origin {
+            self.inner.tree.insert(ORIGIN_KEY, origin)?;
+        }
         self.inner.applied.send_replace(0);
         Ok(())
     }
@@ -356,10 +425,12 @@ impl Projections {
     pub fn dump(&self) -> Result<(u64, Dump), ProjectionError> {
         let _writing = self.lock();
         let checkpoint = self.checkpoint();
+        // The origin says which log the store follows; it is not a read model.
         let all = self
             .inner
             .tree
             .iter()
+            .filter(|kv| kv.as_ref().map_or(true, |(k, _)| k.as_ref() != ORIGIN_KEY))
             .map(|kv| {
                 kv.map(|(k, v)| (k.to_vec(), v.to_vec()))
                     .map_err(Into::into)
