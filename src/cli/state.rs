@@ -131,6 +131,8 @@ pub fn snapshot(state: &State, log_last_seq: u64, with_sessions: bool) -> Snapsh
     for s in state.sessions.values() {
         *by_status.entry(s.status.as_str()).or_insert(0) += 1;
     }
+    // Ended sessions are only counted: the decision state keeps no more of them.
+    *by_status.entry(SessionStatus::Ended.as_str()).or_insert(0) += state.ended.len() as u64;
     let live = vms.iter().filter(|v| v.status != VmStatus::Retired);
     let capacity = live.clone().map(|v| u64::from(v.capacity)).sum();
     let used = live.map(|v| u64::from(v.used)).sum();

@@ -52,28 +52,25 @@ pub fn decide(state: &State, command: &Command) -> Result<Event, Rejection> {
         Command::StartSession(c) => start(state, c),
         Command::AssignVm(c) => assign(state, c),
         Command::PauseSession(SessionRef { session_id }) => {
-            let s = session(state, session_id)?;
-            if s.status != SessionStatus::Active {
-                return Err(transition_err(session_id.as_str(), s.status, command));
+            let status = status(state, session_id)?;
+            if status != SessionStatus::Active {
+                return Err(transition_err(session_id.as_str(), status, command));
             }
             Ok(Event::SessionPaused {
                 session_id: session_id.clone(),
             })
         }
         Command::ResumeSession(SessionRef { session_id }) => {
-            let s = session(state, session_id)?;
-            if s.status != SessionStatus::Paused {
-                return Err(transition_err(session_id.as_str(), s.status, command));
+            let status = status(state, session_id)?;
+            if status != SessionStatus::Paused {
+                return Err(transition_err(session_id.as_str(), status, command));
             }
             Ok(Event::SessionResumed {
                 session_id: session_id.clone(),
             })
         }
         Command::EndSession(EndSession { session_id, reason }) => {
-            let s = session(state, session_id)?;
-            if s.status == SessionStatus::Ended {
-                return Err(transition_err(session_id.as_str(), s.status, command));
-            }
+            let s = live(state, session_id, command)?;
             Ok(Event::SessionEnded {
                 session_id: session_id.clone(),
                 reason: *reason,
@@ -138,16 +135,28 @@ pub fn decide(state: &State, command: &Command) -> Result<Event, Rejection> {
     }
 }
 
-fn session<'a>(
-    state: &'a State,
+/// A session's status, ended ones included.
+fn status(
+    state: &State,
     id: &orchestrator_events::SessionId,
-) -> Result<&'a super::state::Session, Rejection> {
+) -> Result<SessionStatus, Rejection> {
     state
-        .sessions
-        .get(id)
+        .session_status(id)
         .ok_or_else(|| Rejection::SessionNotFound {
             session_id: id.clone(),
         })
+}
+
+/// A session that has not ended; an ended one refuses `command` as an invalid transition.
+fn live<'a>(
+    state: &'a State,
+    id: &orchestrator_events::SessionId,
+    command: &Command,
+) -> Result<&'a super::state::Session, Rejection> {
+    match state.sessions.get(id) {
+        Some(s) if s.status != SessionStatus::Ended => Ok(s),
+        _ => Err(transition_err(id.as_str(), status(state, id)?, command)),
+    }
 }
 
 fn transition_err(id: &str, current: SessionStatus, command: &Command) -> Rejection {
@@ -159,7 +168,7 @@ fn start(state: &State, c: &StartSession) -> Result<Event, Rejection> {
         .session_id
         .clone()
         .ok_or_else(|| Rejection::invalid_argument("session_id", "required once normalised"))?;
-    if state.sessions.contains_key(&session_id) {
+    if state.session_id_taken(&session_id) {
         return Err(Rejection::AlreadyExists {
             entity: Entity::Session,
             id: session_id.to_string(),
@@ -181,15 +190,18 @@ fn start(state: &State, c: &StartSession) -> Result<Event, Rejection> {
 }
 
 fn assign(state: &State, c: &AssignVm) -> Result<Event, Rejection> {
-    let s = session(state, &c.session_id)?;
-    if s.status != SessionStatus::Starting {
-        return Err(Rejection::invalid_transition(
-            Entity::Session,
-            c.session_id.as_str(),
-            s.status.as_str(),
-            "assign",
-        ));
-    }
+    let current = status(state, &c.session_id)?;
+    let s = match state.sessions.get(&c.session_id) {
+        Some(s) if current == SessionStatus::Starting => s,
+        _ => {
+            return Err(Rejection::invalid_transition(
+                Entity::Session,
+                c.session_id.as_str(),
+                current.as_str(),
+                "assign",
+            ))
+        }
+    };
     let (vm_id, placement) = match &c.vm_id {
         Some(vm_id) => (
             vm_id.clone(),

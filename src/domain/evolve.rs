@@ -3,7 +3,7 @@
 use orchestrator_events::{Envelope, Event};
 
 use super::idempotency::Seen;
-use super::state::{Session, SessionStatus, State, Vm, VmStatus};
+use super::state::{ended_key, Session, SessionStatus, State, Vm, VmStatus};
 
 /// Applies the event stored at stream sequence `seq` to the state. Total: an event that does not fit
 /// the state (it cannot happen for events [`super::decide()`] produced) changes nothing it cannot
@@ -30,7 +30,7 @@ fn apply(state: &mut State, env: &Envelope) {
             game_id,
             requirements,
         } => {
-            if state.sessions.contains_key(session_id) {
+            if state.session_id_taken(session_id) {
                 return;
             }
             state.sessions.insert(
@@ -77,24 +77,24 @@ fn apply(state: &mut State, env: &Envelope) {
             SessionStatus::Active,
         ),
         Event::SessionEnded { session_id, .. } => {
-            let Some(s) = state.sessions.get_mut(session_id) else {
+            // An ended session leaves the state; only the fact that its id was used stays.
+            let Some(s) = state.sessions.remove(session_id) else {
                 return;
             };
-            if s.status == SessionStatus::Ended {
-                return;
-            }
             if s.status.holds_slot() {
                 if let Some(vm) = s.vm_id.as_ref().and_then(|v| state.vms.get_mut(v)) {
                     vm.used = vm.used.saturating_sub(1);
                 }
             }
-            s.status = SessionStatus::Ended;
-            if let Some(n) = state.live_by_user.get_mut(&s.user_id) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    state.live_by_user.remove(&s.user_id);
+            if s.status != SessionStatus::Ended {
+                if let Some(n) = state.live_by_user.get_mut(&s.user_id) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        state.live_by_user.remove(&s.user_id);
+                    }
                 }
             }
+            state.ended.insert(ended_key(session_id));
         }
         Event::VmRegistered {
             vm_id,

@@ -271,7 +271,7 @@ pub fn check_transition(before: &State, event: &Event) -> Result<(), Violation> 
     let ty = event.event_type();
     match event {
         Event::SessionStarted { session_id, .. } => {
-            if before.sessions.contains_key(session_id) {
+            if before.session_id_taken(session_id) {
                 return Err(Violation::AlreadyExists {
                     event: ty,
                     id: session_id.to_string(),
@@ -388,13 +388,19 @@ fn existing_session<'a>(
     event: EventType,
     id: &SessionId,
 ) -> Result<&'a Session, Violation> {
-    let s = state
-        .sessions
-        .get(id)
-        .ok_or_else(|| Violation::UnknownSession {
-            event,
-            session_id: id.clone(),
-        })?;
+    let Some(s) = state.sessions.get(id) else {
+        return Err(if state.session_id_taken(id) {
+            Violation::AfterEnd {
+                event,
+                session_id: id.clone(),
+            }
+        } else {
+            Violation::UnknownSession {
+                event,
+                session_id: id.clone(),
+            }
+        });
+    };
     if s.status == SessionStatus::Ended {
         return Err(Violation::AfterEnd {
             event,

@@ -1,6 +1,6 @@
 //! The decision state of one cell, as folded from its log by [`super::evolve()`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use orchestrator_events::{GameId, Labels, SessionId, Timestamp, UserId, VmId};
 use schemars::JsonSchema;
@@ -149,8 +149,11 @@ impl Vm {
 pub struct State {
     /// The tunables.
     pub config: DomainConfig,
-    /// Every session ever started (ended ones too: their ids stay taken).
+    /// Sessions not ended. An ended one leaves this map for [`State::ended`].
     pub sessions: HashMap<SessionId, Session>,
+    /// Ended sessions, by [`ended_key`] of their id: 16 bytes each, so that an ended session's id
+    /// stays taken and commands on it are refused as before, without keeping the session.
+    pub ended: HashSet<u128>,
     /// Every VM ever registered, sorted by id so placement is deterministic.
     pub vms: BTreeMap<VmId, Vm>,
     /// Sessions not ended, per user.
@@ -176,6 +179,7 @@ impl State {
         Self {
             config,
             sessions: HashMap::new(),
+            ended: HashSet::new(),
             vms: BTreeMap::new(),
             live_by_user: HashMap::new(),
             idempotency,
@@ -200,6 +204,11 @@ impl State {
             h.update(enc(id));
             h.update(enc(s));
         }
+        let mut ended: Vec<_> = self.ended.iter().collect();
+        ended.sort_unstable();
+        for k in ended {
+            h.update(k.to_be_bytes());
+        }
         for (id, vm) in &self.vms {
             h.update(enc(id));
             h.update(enc(vm));
@@ -214,10 +223,34 @@ impl State {
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// A session's status: `None` when no session of that id was ever started.
+    pub fn session_status(&self, id: &SessionId) -> Option<SessionStatus> {
+        match self.sessions.get(id) {
+            Some(s) => Some(s.status),
+            None if self.ended.contains(&ended_key(id)) => Some(SessionStatus::Ended),
+            None => None,
+        }
+    }
+
+    /// Whether a session of that id was ever started (ended ones included).
+    pub fn session_id_taken(&self, id: &SessionId) -> bool {
+        self.sessions.contains_key(id) || self.ended.contains(&ended_key(id))
+    }
+
     /// Sessions a user has that are not ended.
     pub fn live_sessions_of(&self, user: &UserId) -> u32 {
         self.live_by_user.get(user).copied().unwrap_or(0)
     }
+}
+
+/// The key an ended session is remembered by: the first 128 bits of the SHA-256 of its id. Two ids
+/// collide with a probability of about n²/2¹²⁹ (for a billion ended sessions, about 10⁻²¹).
+pub fn ended_key(id: &SessionId) -> u128 {
+    use sha2::{Digest, Sha256};
+    let hash = Sha256::digest(id.as_str().as_bytes());
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&hash[..16]);
+    u128::from_be_bytes(first)
 }
 
 mod erased {
