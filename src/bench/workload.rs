@@ -296,7 +296,10 @@ mod tests {
         }
         assert_eq!(state.vms.len(), 10);
         assert!(state.vms.values().all(|vm| vm.used <= vm.capacity));
-        assert!(!state.ended.is_empty(), "some sessions completed their lifecycle");
+        assert!(
+            !state.ended.is_empty(),
+            "some sessions completed their lifecycle"
+        );
         assert!(crate::domain::invariants::check(&state).is_ok());
     }
 }

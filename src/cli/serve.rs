@@ -71,6 +71,10 @@ pub struct ServeArgs {
     /// How long a command id is remembered for idempotent retries (event time).
     #[arg(long, env = "ORCH_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = humantime::parse_duration)]
     pub idempotency_window: Duration,
+    /// How many command ids are remembered at the most (the newest; about 60 bytes each). Every
+    /// writer of a cell must use the same value.
+    #[arg(long, env = "ORCH_MAX_REMEMBERED_COMMANDS", default_value_t = DomainConfig::default().max_remembered_commands)]
+    pub max_remembered_commands: u64,
     /// The writer lease's time to live: a standby takes over within about this long.
     #[arg(long, env = "ORCH_LEASE_TTL", default_value_t = DEFAULT_LEASE_TTL.into())]
     pub lease_ttl: humantime::Duration,
@@ -105,6 +109,11 @@ impl ServeArgs {
         }
         let window = i64::try_from(self.idempotency_window.as_millis())
             .map_err(|_| CliError::Invalid("--idempotency-window is too long".into()))?;
+        if self.max_remembered_commands == 0 {
+            return Err(CliError::Invalid(
+                "--max-remembered-commands must be at least 1".into(),
+            ));
+        }
         let nats = match &self.nats_url {
             Some(url) => {
                 if self.durability.is_some() {
@@ -130,6 +139,7 @@ impl ServeArgs {
             domain: DomainConfig {
                 max_sessions_per_user: self.max_sessions_per_user,
                 idempotency_window_ms: window,
+                max_remembered_commands: self.max_remembered_commands,
                 ..DomainConfig::default()
             },
             lease_ttl,

@@ -136,10 +136,7 @@ pub fn decide(state: &State, command: &Command) -> Result<Event, Rejection> {
 }
 
 /// A session's status, ended ones included.
-fn status(
-    state: &State,
-    id: &orchestrator_events::SessionId,
-) -> Result<SessionStatus, Rejection> {
+fn status(state: &State, id: &orchestrator_events::SessionId) -> Result<SessionStatus, Rejection> {
     state
         .session_status(id)
         .ok_or_else(|| Rejection::SessionNotFound {

@@ -6,6 +6,14 @@
 //!
 //! Keys are the first 128 bits of the SHA-256 of the command id, so memory does not grow with the id's
 //! length (up to 255 bytes).
+//!
+//! The table is bounded twice: by event time (the window, 24 h by default) and by count (the newest
+//! [`super::DomainConfig::max_remembered_commands`], 2,000,000 by default). An id is forgotten when
+//! it is older than the window **or** when that many newer ones were accepted after it; a retry of a
+//! forgotten id is decided again like a new command. Both bounds are folded from the log, so every
+//! writer and every replay forgets the same ids. Each remembered id costs about 60 bytes of memory
+//! (measured by `orchestrator bench`: the key, the body digest, the sequence and the time in the map,
+//! and the key again in the age order).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -42,8 +50,10 @@ pub enum Lookup {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Idempotency {
     window_ms: i64,
+    max_ids: usize,
     seen: HashMap<u128, Seen>,
-    order: VecDeque<(Timestamp, u128)>,
+    /// The keys in the order they were recorded (oldest first); the time is the entry's.
+    order: VecDeque<u128>,
 }
 
 fn key(command_id: &str) -> u128 {
@@ -54,10 +64,11 @@ fn key(command_id: &str) -> u128 {
 }
 
 impl Idempotency {
-    /// An empty table remembering ids for `window_ms` of event time.
-    pub fn new(window_ms: i64) -> Self {
+    /// An empty table remembering ids for `window_ms` of event time, `max_ids` at the most.
+    pub fn new(window_ms: i64, max_ids: usize) -> Self {
         Self {
             window_ms,
+            max_ids: max_ids.max(1),
             ..Self::default()
         }
     }
@@ -81,25 +92,34 @@ impl Idempotency {
         self.seen.get(&key(command_id)).copied()
     }
 
-    /// Records an accepted command and forgets those older than the window as of its time.
+    /// Records an accepted command, and forgets those older than the window as of its time and the
+    /// oldest beyond the count bound.
     pub fn record(&mut self, command_id: &str, seen: Seen) {
         let k = key(command_id);
         let horizon = seen.at.saturating_sub(self.window_ms);
+        // Event time never goes backwards in a log, so the oldest entries are at the front.
+        while let Some(&old) = self.order.front() {
+            if self.seen.get(&old).is_some_and(|s| s.at >= horizon) {
+                break;
+            }
+            self.order.pop_front();
+            self.seen.remove(&old);
+        }
         // The first result within the window wins: a duplicate in the log (it cannot be, but never
         // overwrite) is ignored. An entry past the window is a use that was forgotten (lookup calls
         // the id new), so the new use replaces it; otherwise a retry of the new use would be decided
         // again.
-        if self.seen.get(&k).is_some_and(|old| old.at >= horizon) {
-            return;
+        if let Some(old) = self.seen.get(&k) {
+            if old.at >= horizon {
+                return;
+            }
+            // Past the window but not at the front: only if event time went backwards.
+            self.order.retain(|o| *o != k);
         }
         self.seen.insert(k, seen);
-        self.order.push_back((seen.at, k));
-        while let Some(&(at, old)) = self.order.front() {
-            if at >= horizon {
-                break;
-            }
-            self.order.pop_front();
-            if self.seen.get(&old).is_some_and(|s| s.at == at) {
+        self.order.push_back(k);
+        while self.order.len() > self.max_ids {
+            if let Some(old) = self.order.pop_front() {
                 self.seen.remove(&old);
             }
         }

@@ -15,6 +15,8 @@ pub struct DomainConfig {
     pub max_sessions_per_user: u32,
     /// How long a command id is remembered, in milliseconds of event time. Default 24 h.
     pub idempotency_window_ms: i64,
+    /// How many command ids are remembered at the most (the newest). Default 2,000,000.
+    pub max_remembered_commands: u64,
     /// The largest VM capacity accepted. Default 1024.
     pub max_vm_capacity: u32,
 }
@@ -24,6 +26,7 @@ impl Default for DomainConfig {
         Self {
             max_sessions_per_user: 2,
             idempotency_window_ms: 24 * 3600 * 1000,
+            max_remembered_commands: 2_000_000,
             max_vm_capacity: 1024,
         }
     }
@@ -175,7 +178,8 @@ impl Default for State {
 impl State {
     /// An empty cell.
     pub fn new(config: DomainConfig) -> Self {
-        let idempotency = Idempotency::new(config.idempotency_window_ms);
+        let max_ids = usize::try_from(config.max_remembered_commands).unwrap_or(usize::MAX);
+        let idempotency = Idempotency::new(config.idempotency_window_ms, max_ids);
         Self {
             config,
             sessions: HashMap::new(),

@@ -6,11 +6,13 @@
 //! - [`placement`]: the `packed` and `spread` policies and their explanation.
 //! - [`idempotency`]: command ids through [`super::handle`], across replays and the window.
 //! - [`invariants`]: the invariant checks catch what they claim to.
+//! - [`memory`]: what the state keeps of ended sessions and command ids.
 //! - [`props`]: proptest over random command sequences.
 
 mod framework;
 mod idempotency;
 mod invariants;
+mod memory;
 mod placement;
 mod props;
 mod sessions;

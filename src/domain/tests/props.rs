@@ -189,7 +189,8 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
-    /// Another quota and a short window, so limits and forgetting are hit under other numbers.
+    /// Another quota, a short window and a small count bound, so limits and forgetting are hit under
+    /// other numbers.
     #[test]
     fn random_commands_under_other_limits(
         quota in 1..=3u32,
@@ -198,6 +199,7 @@ proptest! {
         let config = DomainConfig {
             max_sessions_per_user: quota,
             idempotency_window_ms: 60_000,
+            max_remembered_commands: 8,
             max_vm_capacity: 3,
         };
         run(config, steps)?;
