@@ -454,6 +454,32 @@ impl BenchReport {
                         "-",
                     ],
                 );
+                row(
+                    &mut t,
+                    [
+                        mode,
+                        &format!(
+                            "writer memory, {} ended sessions",
+                            thousands(mem.ended_sessions as f64)
+                        ),
+                        &format!("{:.0} B/ended session", mem.bytes_per_ended_session),
+                        "-",
+                        "-",
+                    ],
+                );
+                row(
+                    &mut t,
+                    [
+                        mode,
+                        &format!(
+                            "writer memory, {} remembered command ids",
+                            thousands(mem.remembered_ids as f64)
+                        ),
+                        &format!("{:.0} B/command id", mem.bytes_per_remembered_id),
+                        "-",
+                        "-",
+                    ],
+                );
             }
         }
         let _ = writeln!(t);

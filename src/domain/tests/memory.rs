@@ -49,7 +49,9 @@ fn ended_sessions_leave_the_decision_state() {
     let ids = postcard::to_stdvec(&state.idempotency).unwrap().len();
     let per_ended = (total - ids) as f64 / CYCLES as f64;
     let per_id = ids as f64 / (2 * CYCLES) as f64;
-    println!("snapshot bytes: {per_ended:.1} per ended session, {per_id:.1} per remembered command id");
+    println!(
+        "snapshot bytes: {per_ended:.1} per ended session, {per_id:.1} per remembered command id"
+    );
     assert!(per_ended < 24.0, "{per_ended:.1} bytes per ended session");
     assert!(per_id < 64.0, "{per_id:.1} bytes per remembered command id");
 
