@@ -2,10 +2,17 @@
 //! supervised `nats-server` when no NATS URL is given.
 //!
 //! [`run`] starts the embedded server if asked, connects, makes sure the cell's stream exists, then
-//! runs each role as a task: the **writer** ([`crate::writer::run`]), the **projector**
-//! ([`crate::projections::projector::run`] with its `verify` responder) and the **bridge** (the HTTP
-//! API, which always runs with a projector since it reads the projections). When `shutdown` fires,
-//! or a role fails, every role is stopped, the NATS client drained, and the embedded server stopped.
+//! runs each role as a task on a NATS connection of its own: the **writer**
+//! ([`crate::writer::run`]), the **projector** ([`crate::projections::projector::run`] with its
+//! `verify` responder) and the **bridge** (the HTTP API, which always runs with a projector since it
+//! reads the projections; its event feeds have a connection of their own too).
+//!
+//! One role's failure never stops another: a role that fails (or ends by itself) is logged and
+//! started again after a backoff (100 ms doubling to 5 s), while the others go on. Only a
+//! configuration error at a role's first start (no tokens, the HTTP address in use, a conflicting
+//! stream) stops everything, as does the embedded server when it cannot be restarted. When
+//! `shutdown` fires every role is stopped, the NATS clients drained, and the embedded server
+//! stopped.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -223,9 +230,9 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
     outcome
 }
 
-async fn connect(url: &str) -> Result<async_nats::Client, ServeError> {
+async fn connect(url: &str, role: &str) -> Result<async_nats::Client, ServeError> {
     async_nats::ConnectOptions::new()
-        .name("orchestrator serve")
+        .name(format!("orchestrator serve: {role}"))
         .connection_timeout(Duration::from_secs(5))
         .connect(url)
         .await
@@ -251,7 +258,7 @@ fn describe_opened(opened: &Opened) -> String {
     }
 }
 
-/// Records the first failure and stops every role.
+/// Records a failure that stops everything (a role's configuration refused at its first start).
 #[derive(Clone)]
 struct Failures {
     first: std::sync::Arc<std::sync::Mutex<Option<ServeError>>>,
@@ -259,22 +266,75 @@ struct Failures {
 }
 
 impl Failures {
-    async fn watch<E: Into<ServeError>>(
-        self,
-        role: &'static str,
-        task: impl std::future::Future<Output = Result<(), E>>,
-    ) {
-        let error = match task.await {
-            Ok(()) if self.stop.is_cancelled() => return,
-            Ok(()) => ServeError::RoleEnded(role),
-            Err(e) => e.into(),
-        };
-        tracing::error!(role, error = %error, "role failed, shutting down");
+    fn fatal(&self, role: &'static str, error: ServeError) {
+        tracing::error!(role, error = %error, "role cannot start, shutting down");
         // A poisoned lock only means another role panicked while recording; keep the first error.
         if let Ok(mut first) = self.first.lock() {
             first.get_or_insert(error);
         }
         self.stop.cancel();
+    }
+
+    /// Runs a role until shutdown, restarting it after a failure (or an unexpected end) with a
+    /// capped exponential backoff while the other roles go on. Only a configuration error at the
+    /// role's first start stops everything.
+    async fn supervise<F, Fut, E>(self, role: &'static str, mut run: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), E>>,
+        E: Into<ServeError>,
+    {
+        let mut backoff = MIN_BACKOFF;
+        let mut restarts = 0u64;
+        loop {
+            let started = std::time::Instant::now();
+            let outcome = run().await;
+            if self.stop.is_cancelled() {
+                return;
+            }
+            let error = match outcome {
+                Ok(()) => ServeError::RoleEnded(role),
+                Err(e) => e.into(),
+            };
+            if restarts == 0 && error.is_configuration() {
+                return self.fatal(role, error);
+            }
+            if started.elapsed() > HEALTHY_RUN {
+                backoff = MIN_BACKOFF;
+            }
+            restarts += 1;
+            tracing::error!(
+                role,
+                error = %error,
+                restarts,
+                backoff_ms = backoff.as_millis() as u64,
+                "role failed: restarting it; the other roles go on"
+            );
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+/// The first wait before a failed role is started again.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest wait between restarts of a failing role.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A role that ran this long before failing starts again after the shortest wait.
+const HEALTHY_RUN: Duration = Duration::from_secs(30);
+
+impl ServeError {
+    /// Whether this is a configuration refused at start (no tokens, an address in use), which no
+    /// restart can fix.
+    fn is_configuration(&self) -> bool {
+        matches!(
+            self,
+            ServeError::Http(HttpError::Config(_) | HttpError::Tokens(_) | HttpError::Bind { .. })
+                | ServeError::Log(LogError::StreamConflict { .. })
+        )
     }
 }
 
@@ -284,7 +344,9 @@ async fn run_roles(
     nats_line: &str,
     stop: CancellationToken,
 ) -> Result<(), ServeError> {
-    let client = connect(url).await?;
+    // One connection per role, so that one role's traffic (a slow event feed, a replay) never
+    // fills another's buffers.
+    let client = connect(url, "setup").await?;
     let nats_line = if nats_line.is_empty() {
         format!(
             "{url} (external nats-server {})\n  durability:  as configured on that server",
@@ -299,6 +361,7 @@ async fn run_roles(
         ..LogConfig::new(config.cell.clone())
     };
     log::ensure_stream(&js, &log_config).await?;
+    let mut clients = vec![client.clone()];
     let tracker = TaskTracker::new();
     let failures = Failures {
         first: Default::default(),
@@ -317,16 +380,26 @@ async fn run_roles(
             }
             _ => tracing::warn!(outcome = ?opened, "projections rebuilt from the log"),
         }
-        tracker.spawn(failures.clone().watch(
-            "projector",
-            projector::run(reader.clone(), store.clone(), stop.clone()),
-        ));
-        let responder =
-            crate::admin::serve_projections(client.clone(), reader, store.clone(), stop.clone());
-        tracker.spawn(failures.clone().watch("verify responder", async move {
-            responder
-                .await
-                .map_err(|e| ServeError::Admin(e.to_string()))
+        let projector_client = connect(url, "projector").await?;
+        clients.push(projector_client.clone());
+        let reader = Reader::new(
+            async_nats::jetstream::new(projector_client.clone()),
+            config.cell.clone(),
+        )
+        .await?;
+        let (r, st, sp) = (reader.clone(), store.clone(), stop.clone());
+        tracker.spawn(failures.clone().supervise("projector", move || {
+            projector::run(r.clone(), st.clone(), sp.clone())
+        }));
+        let (c, r, st, sp) = (projector_client, reader, store.clone(), stop.clone());
+        tracker.spawn(failures.clone().supervise("verify responder", move || {
+            let responder =
+                crate::admin::serve_projections(c.clone(), r.clone(), st.clone(), sp.clone());
+            async move {
+                responder
+                    .await
+                    .map_err(|e| ServeError::Admin(e.to_string()))
+            }
         }));
         Some(store)
     } else {
@@ -341,10 +414,12 @@ async fn run_roles(
             lease_ttl: config.lease_ttl,
             ..WriterConfig::new(config.cell.clone())
         };
-        tracker.spawn(failures.clone().watch(
-            "writer",
-            writer::run(client.clone(), writer_config, stop.clone()),
-        ));
+        let writer_client = connect(url, "writer").await?;
+        clients.push(writer_client.clone());
+        let sp = stop.clone();
+        tracker.spawn(failures.clone().supervise("writer", move || {
+            writer::run(writer_client.clone(), writer_config.clone(), sp.clone())
+        }));
     }
     let mut http_line = "not run here".to_owned();
     let no_tokens = config.bridge.tokens.is_none() && config.bridge.tokens_file.is_none();
@@ -357,16 +432,20 @@ async fn run_roles(
         );
     } else if let (true, Some(store)) = (roles.bridge, store) {
         http_line = format!("http://{}", config.bridge.listen);
-        tracker.spawn(failures.clone().watch(
-            "bridge",
+        let bridge_client = connect(url, "bridge").await?;
+        let feeds_client = connect(url, "bridge event feeds").await?;
+        clients.extend([bridge_client.clone(), feeds_client.clone()]);
+        let (args, cell, sp) = (config.bridge.clone(), config.cell.clone(), stop.clone());
+        tracker.spawn(failures.clone().supervise("bridge", move || {
             crate::http::run_bridge(
-                config.bridge.clone(),
-                client.clone(),
-                config.cell.clone(),
-                store,
-                stop.clone(),
-            ),
-        ));
+                args.clone(),
+                bridge_client.clone(),
+                feeds_client.clone(),
+                cell.clone(),
+                store.clone(),
+                sp.clone(),
+            )
+        }));
     }
     tracker.close();
     println!("orchestrator serve");
@@ -380,10 +459,12 @@ async fn run_roles(
     stop.cancelled().await;
     tracing::info!("shutting down: waiting for the roles to finish");
     tracker.wait().await;
-    if let Err(e) = client.drain().await {
-        tracing::warn!(error = %e, "draining the NATS client");
+    for client in clients {
+        if let Err(e) = client.drain().await {
+            tracing::warn!(error = %e, "draining a NATS client");
+        }
     }
-    tracing::info!("roles stopped, NATS client drained");
+    tracing::info!("roles stopped, NATS clients drained");
     // A poisoned lock only means a role panicked while recording; nothing more to report then.
     let first = failures.first.lock().ok().and_then(|mut f| f.take());
     match first {

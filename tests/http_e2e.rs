@@ -69,6 +69,7 @@ async fn the_main_flow_over_tcp() {
     let bridge = tokio::spawn(run_bridge(
         bridge_args,
         h.client.clone(),
+        h.server.client().await,
         CellId::default_cell(),
         h.store.clone(),
         stop.clone(),
@@ -220,6 +221,7 @@ async fn run_bridge_refuses_to_start_without_tokens() {
     let stop = tokio_util::sync::CancellationToken::new();
     let r = run_bridge(
         a,
+        h.client.clone(),
         h.client.clone(),
         CellId::default_cell(),
         h.store.clone(),

@@ -39,6 +39,12 @@ pub struct BridgeArgs {
     /// How long a command's response waits for the projections to show its effect, e.g. `2s`.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub read_your_writes_timeout: Duration,
+    /// Event feeds (`GET /v1/events`) one caller may have open at once.
+    #[arg(long, env = "ORCH_MAX_FEEDS_PER_CALLER", default_value_t = 4)]
+    pub max_feeds_per_caller: usize,
+    /// Event feeds this bridge serves at once, all callers together.
+    #[arg(long, env = "ORCH_MAX_FEEDS", default_value_t = 256)]
+    pub max_feeds: usize,
 }
 
 impl Default for BridgeArgs {
@@ -54,6 +60,8 @@ impl Default for BridgeArgs {
             rate_burst: 100,
             command_timeout: Duration::from_secs(5),
             read_your_writes_timeout: Duration::from_secs(2),
+            max_feeds_per_caller: 4,
+            max_feeds: 256,
         }
     }
 }

@@ -27,6 +27,7 @@
 //! | 422 | `command_id_reused` | the `Idempotency-Key` was used with another body | use a new key |
 //! | 422 | `invalid_argument` | a field is well-formed but not acceptable; `field` names it | fix the field |
 //! | 429 | `rate_limited` | the token's request rate is over `--rate-limit` (with `Retry-After`) | slow down |
+//! | 429 | `too_many_feeds` | the caller has `--max-feeds-per-caller` event feeds open, or the bridge `--max-feeds` (with `Retry-After`) | close a feed, retry later |
 //! | 500 | `internal` | a bug or a version skew between bridge and writer (logged) | report it |
 //! | 503 | `unavailable` | NATS is unreachable, no writer answers, or the writer did not answer in time (with `Retry-After`). For a command, it may or may not have been applied: retrying with the same `Idempotency-Key` is safe | retry with the same key |
 //!
@@ -44,6 +45,9 @@ use crate::domain::Rejection;
 
 /// The content type of a problem.
 pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Seconds a caller should wait before opening another event feed after a 429 `too_many_feeds`.
+const FEEDS_RETRY_AFTER_SECS: u64 = 5;
 
 /// Seconds a caller should wait before retrying after a 503.
 const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 1;
@@ -117,6 +121,14 @@ pub enum ApiError {
         /// Whole seconds until a request will be accepted.
         retry_after_secs: u64,
     },
+    /// 429 `too_many_feeds`.
+    #[error("too many event feeds open ({limit} per {scope})")]
+    TooManyFeeds {
+        /// The cap reached.
+        limit: usize,
+        /// `caller` or `bridge`.
+        scope: &'static str,
+    },
     /// The writer refused the command: the status follows the code (see the table).
     #[error("rejected ({}): {}", .0.code, .0.message)]
     Rejected(Box<Refusal>),
@@ -165,7 +177,7 @@ pub fn status_for_code(code: &str) -> StatusCode {
         "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
         "unsupported_content_type" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "command_id_reused" | "invalid_argument" => StatusCode::UNPROCESSABLE_ENTITY,
-        "rate_limited" => StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited" | "too_many_feeds" => StatusCode::TOO_MANY_REQUESTS,
         "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -204,6 +216,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_content_type",
             ApiError::InvalidArgument { .. } => "invalid_argument",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::TooManyFeeds { .. } => "too_many_feeds",
             ApiError::Rejected(r) if WRITER_BUG_CODES.contains(&r.code.as_str()) => "internal",
             ApiError::Rejected(r) => &r.code,
             ApiError::CommandUnavailable(_) | ApiError::Unavailable(_) => "unavailable",
@@ -241,6 +254,11 @@ impl ApiError {
             ApiError::RateLimited { retry_after_secs } => {
                 extra.insert("retry_after".into(), Value::from(*retry_after_secs));
                 "too many requests for this token; retry after the given seconds".to_owned()
+            }
+            ApiError::TooManyFeeds { limit, scope } => {
+                extra.insert("limit".into(), Value::from(*limit));
+                extra.insert("scope".into(), Value::from(*scope));
+                format!("{self}: close a feed or retry later")
             }
             ApiError::Rejected(_) if code == "internal" => internal_detail(),
             ApiError::Rejected(r) => {
@@ -324,6 +342,12 @@ impl IntoResponse for ApiError {
             }
             ApiError::RateLimited { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            ApiError::TooManyFeeds { .. } => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(FEEDS_RETRY_AFTER_SECS),
+                );
             }
             _ if status == StatusCode::SERVICE_UNAVAILABLE => {
                 headers.insert(

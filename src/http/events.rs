@@ -9,6 +9,9 @@
 //!
 //! If the log cannot be read any more, one `event: problem` carrying a problem is sent and the
 //! feed ends: reconnect with `Last-Event-ID`. The feed also ends when the bridge shuts down.
+//!
+//! Feeds are capped per caller and in all ([`super::feeds`]: 429 `too_many_feeds`), and read the
+//! log on a NATS connection of their own, so a slow feed never holds up commands.
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
@@ -23,6 +26,7 @@ use orchestrator_events::{Event, EventType, SessionId, UserId};
 use super::auth::Auth;
 use super::errors::ApiError;
 use super::extract::ApiQuery;
+use super::feeds::FeedSlot;
 use super::sessions::visible_session;
 use super::state::AppState;
 use super::types::{EventsQuery, LogEvent};
@@ -59,6 +63,8 @@ struct Feed {
     store: Projections,
     wait: Duration,
     owned: HashMap<SessionId, bool>,
+    /// The feed's place under the caps, given back when the feed is dropped.
+    _slot: FeedSlot,
 }
 
 impl Feed {
@@ -152,12 +158,13 @@ pub async fn events(
         visible_session(&state, &auth, id).await?;
     }
     let s = state.get();
+    let slot = s.feeds.acquire(&auth.0.key())?;
     let start = match (last_event_id, q.from) {
         (Some(id), _) => id.saturating_add(1),
         (None, Some(from)) => from.max(1),
-        (None, None) => s.reader.last_seq().await.map_err(log_error)? + 1,
+        (None, None) => s.feed_reader.last_seq().await.map_err(log_error)? + 1,
     };
-    let events = s.reader.read_from(start).await.map_err(log_error)?;
+    let events = s.feed_reader.read_from(start).await.map_err(log_error)?;
     tracing::debug!(start, principal = %auth.0.key(), "event feed opened");
     let feed = Feed {
         events,
@@ -167,6 +174,7 @@ pub async fn events(
         store: s.store.clone(),
         wait: s.ryw_timeout,
         owned: HashMap::new(),
+        _slot: slot,
     };
     let stream = futures::stream::unfold(Some(feed), |feed| async move {
         let mut feed = feed?;

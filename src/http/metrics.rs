@@ -6,6 +6,7 @@
 //! | `orch_http_command_rejections_total` | counter | `command`, `code` |
 //! | `orch_http_command_duration_seconds` | histogram | `command` |
 //! | `orch_nats_connected` | gauge | |
+//! | `orch_http_event_feeds_open` | gauge | |
 //! | `orch_stream_last_seq`, `orch_projection_checkpoint`, `orch_projection_lag_events` | gauge | |
 //! | `orch_sessions` | gauge | `status` |
 //! | `orch_capacity_slots`, `orch_capacity_used_slots`, `orch_capacity_free_slots` | gauge | |
@@ -76,6 +77,8 @@ pub struct Metrics {
 pub struct Gauges {
     /// Whether the NATS client is connected.
     pub nats_connected: bool,
+    /// Event feeds open now.
+    pub feeds_open: usize,
     /// The stream's last sequence, when it could be read.
     pub stream_last_seq: Option<u64>,
     /// The projections' checkpoint.
@@ -189,6 +192,12 @@ impl Metrics {
             "orch_nats_connected",
             "1 when the bridge's NATS client is connected.",
             f64::from(u8::from(g.nats_connected)),
+        );
+        gauge(
+            &mut out,
+            "orch_http_event_feeds_open",
+            "Event feeds (GET /v1/events) this bridge serves now.",
+            g.feeds_open as f64,
         );
         if let Some(last) = g.stream_last_seq {
             gauge(

@@ -10,7 +10,8 @@
 //! - [`errors`]: [`ApiError`], problem+json, and the table mapping every code to a status.
 //! - [`commands`]: sending a command and answering with read-your-writes.
 //! - [`idempotency`] and [`rate_limit`]: keys in flight, per-principal token buckets.
-//! - [`sessions`], [`history`], [`vms`], [`events`], [`ops`]: the routes.
+//! - [`sessions`], [`history`], [`vms`], [`events`], [`ops`]: the routes; [`feeds`]: the caps on
+//!   open event feeds.
 //! - [`types`]: the request and response bodies; [`openapi`]: the OpenAPI 3.1 document built from
 //!   them; [`metrics`]: the Prometheus exposition.
 
@@ -20,6 +21,7 @@ pub mod commands;
 pub mod errors;
 pub mod events;
 pub mod extract;
+pub mod feeds;
 pub mod history;
 pub mod idempotency;
 pub mod metrics;

@@ -80,7 +80,7 @@ fn routes() -> Vec<Route> {
         r("post", "/v1/vms/{id}/drain", "drainVm", "Stop placing sessions on a VM", Operator, empty, (200, "Applied: the event and the VM", Command), COMMAND_ERRORS),
         r("post", "/v1/vms/{id}/retire", "retireVm", "Remove an empty VM for good", Operator, empty, (200, "Applied: the event and the VM", Command), COMMAND_ERRORS),
         r("get", "/v1/capacity", "capacity", "Capacity of the cell and sessions per status", Staff, None, (200, "Capacity", Json(schema::<Capacity>())), &[]),
-        Route { query: Some(schema::<EventsQuery>()), ..r("get", "/v1/events", "events", "The log as Server-Sent Events: `id` = stream sequence, `data` = a LogEvent (a player: their own sessions' events only)", Anyone, None, (200, "An endless event stream; each `data:` is a LogEvent", Events), &[400, 404, 503]) },
+        Route { query: Some(schema::<EventsQuery>()), ..r("get", "/v1/events", "events", "The log as Server-Sent Events: `id` = stream sequence, `data` = a LogEvent (a player: their own sessions' events only); open feeds are capped per caller and in all (429 `too_many_feeds`)", Anyone, None, (200, "An endless event stream; each `data:` is a LogEvent", Events), &[400, 404, 503]) },
         r("get", "/healthz", "healthz", "Liveness", Public, None, (200, "Alive", Json(schema::<Health>())), &[]),
         r("get", "/readyz", "readyz", "Readiness: NATS connected and the stream readable (else 503, same body), with the projections' lag", Public, None, (200, "Ready", Json(schema::<Readiness>())), &[]),
         r("get", "/metrics", "metrics", "Prometheus metrics", Staff, None, (200, "Text format 0.0.4", Text), &[]),

@@ -92,6 +92,7 @@ pub async fn metrics(State(state): State<AppState>, auth: Auth) -> Result<Respon
     };
     let gauges = Gauges {
         nats_connected: connected,
+        feeds_open: s.feeds.open(),
         stream_last_seq,
         checkpoint: s.store.checkpoint(),
         capacity: s.store.capacity().ok(),

@@ -95,16 +95,20 @@ pub async fn serve(
 }
 
 /// Runs the bridge configured by `args` for `cell` until `shutdown` fires: commands go to the
-/// cell's writer over `client`, reads come from `store` (kept up to date by a projector the caller
-/// runs).
+/// cell's writer over `client`, event feeds read the log over `feeds` (a connection of their own),
+/// reads come from `store` (kept up to date by a projector the caller runs).
 pub async fn run_bridge(
     args: BridgeArgs,
     client: async_nats::Client,
+    feeds: async_nats::Client,
     cell: CellId,
     store: Projections,
     shutdown: CancellationToken,
 ) -> Result<(), HttpError> {
-    let state = AppState::new(&args, client, cell, store, shutdown.clone()).await?;
+    let state = AppState::new(&args, client, cell, store, shutdown.clone())
+        .await?
+        .feeds_on(feeds)
+        .await?;
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|source| HttpError::Bind {

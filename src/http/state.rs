@@ -9,6 +9,7 @@ use orchestrator_events::CellId;
 use tokio_util::sync::CancellationToken;
 
 use super::args::BridgeArgs;
+use super::feeds::FeedLimits;
 use super::idempotency::InFlight;
 use super::metrics::Metrics;
 use super::rate_limit::RateLimiter;
@@ -29,6 +30,10 @@ pub(crate) struct Inner {
     pub(crate) nats: async_nats::Client,
     pub(crate) store: Projections,
     pub(crate) reader: Reader,
+    /// Reads for the event feeds: on a connection of their own when [`AppState::feeds_on`] gave
+    /// one, so that a slow feed never fills the commands' connection.
+    pub(crate) feed_reader: Reader,
+    pub(crate) feeds: FeedLimits,
     pub(crate) tokens: Tokens,
     pub(crate) limiter: RateLimiter,
     pub(crate) in_flight: InFlight,
@@ -67,6 +72,8 @@ impl AppState {
                 commands: CommandClient::new(client.clone(), cell, args.command_timeout),
                 nats: client,
                 store,
+                feed_reader: reader.clone(),
+                feeds: FeedLimits::new(args.max_feeds_per_caller, args.max_feeds),
                 reader,
                 tokens,
                 limiter: RateLimiter::new(args.rate_limit, args.rate_burst),
@@ -78,6 +85,22 @@ impl AppState {
                 openapi: Arc::new(super::openapi::document()),
             }),
         })
+    }
+
+    /// Reads the event feeds through `client` (a connection of their own) instead of the
+    /// commands' connection.
+    pub async fn feeds_on(mut self, client: async_nats::Client) -> Result<Self, HttpError> {
+        let cell = self.inner.reader.cell().clone();
+        let reader = Reader::new(async_nats::jetstream::new(client), cell).await?;
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.feed_reader = reader,
+            None => {
+                return Err(HttpError::Config(
+                    "the feeds' connection must be set before the bridge serves".into(),
+                ))
+            }
+        }
+        Ok(self)
     }
 
     pub(crate) fn get(&self) -> &Inner {
