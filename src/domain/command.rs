@@ -215,6 +215,32 @@ pub struct CommandMeta {
     pub at: Timestamp,
 }
 
+/// The longest actor id accepted, in bytes. With every other field bounded by its id type (see
+/// `orchestrator_events::ids`), this keeps the event of any accepted command under
+/// [`orchestrator_events::MAX_EVENT_BYTES`] (the largest is about 7 KiB; a test checks each kind).
+pub const MAX_ACTOR_ID_BYTES: usize = 128;
+
+impl CommandMeta {
+    /// Checks what no state can make valid: the actor's id is 1 to [`MAX_ACTOR_ID_BYTES`]
+    /// printable ASCII characters without spaces, like a user id.
+    pub fn validate(&self) -> Result<(), Rejection> {
+        let id = &self.actor.id;
+        if id.is_empty() || id.len() > MAX_ACTOR_ID_BYTES {
+            return Err(Rejection::invalid_argument(
+                "actor.id",
+                format!("must be 1 to {MAX_ACTOR_ID_BYTES} bytes, not {}", id.len()),
+            ));
+        }
+        if let Some(ch) = id.chars().find(|c| !c.is_ascii_graphic()) {
+            return Err(Rejection::invalid_argument(
+                "actor.id",
+                format!("holds {ch:?}: printable ASCII without spaces only"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A command as it travels on `orch.<cell>.cmd.<name>`: postcard, or JSON with
 /// `Content-Type: application/json`. `command` is the body of the command the subject names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

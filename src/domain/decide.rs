@@ -26,6 +26,7 @@ pub enum Decision {
 /// idempotency window, then [`decide`]s. The digest is of the body as the caller sent it, so a retry
 /// that leaves the same fields out matches.
 pub fn handle(state: &State, meta: &CommandMeta, command: &Command) -> Result<Decision, Rejection> {
+    meta.validate()?;
     let digest = command.digest();
     match state
         .idempotency

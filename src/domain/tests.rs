@@ -1,5 +1,6 @@
 //! Tests of the domain.
 //!
+//! - [`bounds`]: every accepted command yields an event within the log's limit.
 //! - [`framework`]: the given/when/then harness (after cqrs-es' `TestFramework`) and builders.
 //! - [`sessions`]: every session command in every session state, as a table.
 //! - [`vms`]: every VM command in every VM state, placement refusals, quota and argument checks.
@@ -9,6 +10,7 @@
 //! - [`memory`]: what the state keeps of ended sessions and command ids.
 //! - [`props`]: proptest over random command sequences.
 
+mod bounds;
 mod framework;
 mod idempotency;
 mod invariants;
