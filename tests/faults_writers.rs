@@ -1,5 +1,6 @@
 //! Faults of two writers at once, end to end against a real nats-server: one active, the standby
-//! taking over from a dead one, a stale one fenced by the log. Checks the log itself (see
+//! taking over from a dead one, a stale one fenced by the log, and the lease-overlap interleaving in
+//! which the new writer reuses the stale writer's command id. Checks the log itself (see
 //! `faults_support`).
 
 mod common;
@@ -338,4 +339,123 @@ async fn one_active_writer_standby_takes_over_and_a_stale_writer_is_fenced() {
         .unwrap()
         .expect("the standby stops cleanly");
     projector_task.await.unwrap();
+}
+
+/// The interleaving of a lease overlap: the new writer stores a caller's command under the command id
+/// the stale writer's first in-flight append also carries. The stale writer's second append, decided
+/// after its first, must not land on the new writer's event.
+///
+/// On a capacity-1 VM holding s0: the stale writer decided "end s0" (c1) then "assign s1 to the VM"
+/// (c2, decided after the end freed the slot); the new writer stored a pause of s0 under c1. Had c2
+/// landed, the VM would hold s0 and s1.
+#[tokio::test]
+async fn a_stale_pipeline_is_fenced_when_another_writer_reused_its_command_id() {
+    let server = TestServer::start_default().await;
+    let js = server.jetstream().await;
+    log::ensure_stream(&js, &log::LogConfig::new(cell()))
+        .await
+        .unwrap();
+    let appender = Appender::new(js.clone(), cell());
+    let reader = Reader::new(js.clone(), cell()).await.unwrap();
+    let vm = VmId::parse("vm-1").unwrap();
+    let s0 = SessionId::parse("s0").unwrap();
+    let s1 = SessionId::parse("s1").unwrap();
+    let env = |event_id: &str, command_id: &str, event: Event| {
+        Envelope::new(
+            event_id.into(),
+            command_id.into(),
+            1,
+            1_700_000_000_000,
+            Actor::service("gw"),
+            event,
+        )
+    };
+    let placed = |session: &SessionId| Event::SessionAssigned {
+        session_id: session.clone(),
+        vm_id: vm.clone(),
+        placement: orchestrator_events::Placement {
+            policy: orchestrator_events::PlacementPolicy::Explicit,
+            candidates: 1,
+            eligible: 1,
+            load_before: 0,
+            capacity: 1,
+            reason: orchestrator_events::PlacementReason::Requested,
+        },
+    };
+    let setup_events = [
+        env(
+            "e1",
+            "r",
+            Event::VmRegistered {
+                vm_id: vm.clone(),
+                capacity: 1,
+                labels: Default::default(),
+            },
+        ),
+        env(
+            "e2",
+            "st0",
+            Event::SessionStarted {
+                session_id: s0.clone(),
+                user_id: "u0".parse().unwrap(),
+                game_id: "g".parse().unwrap(),
+                requirements: Default::default(),
+            },
+        ),
+        env("e3", "a0", placed(&s0)),
+        env(
+            "e4",
+            "st1",
+            Event::SessionStarted {
+                session_id: s1.clone(),
+                user_id: "u1".parse().unwrap(),
+                game_id: "g".parse().unwrap(),
+                requirements: Default::default(),
+            },
+        ),
+    ];
+    for (i, e) in setup_events.iter().enumerate() {
+        appender.append(e, i as u64).await.unwrap();
+    }
+    // The new writer appends first: a pause of s0 under command id c1.
+    let pause = env(
+        "new-writer-event",
+        "c1",
+        Event::SessionPaused {
+            session_id: s0.clone(),
+        },
+    );
+    appender.append(&pause, 4).await.unwrap();
+    // The stale writer's pipeline, decided on the log as of 4.
+    let end = env(
+        "stale-end",
+        "c1",
+        Event::SessionEnded {
+            session_id: s0.clone(),
+            reason: orchestrator_events::EndReason::User,
+            vm_id: Some(vm.clone()),
+        },
+    );
+    let assign = env("stale-assign", "c2", placed(&s1));
+    let first = appender.send_after(&end, 4, None).await.unwrap();
+    let second = appender
+        .send_after(&assign, 5, Some(&end.event_id))
+        .await
+        .unwrap();
+    assert!(first.await.is_err(), "the stale first append is refused");
+    let second = second.await;
+    assert!(
+        matches!(
+            second,
+            Err(orchestrator::log::LogError::WrongLastSequence { .. })
+        ),
+        "the stale second append must be fenced: {second:?}"
+    );
+    assert_eq!(
+        reader.last_seq().await.unwrap(),
+        5,
+        "nothing of the stale writer stored"
+    );
+    let got = reader.get(5).await.unwrap().unwrap();
+    assert_eq!(got.event.envelope.event_id, "new-writer-event");
 }
