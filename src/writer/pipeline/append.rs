@@ -121,6 +121,8 @@ impl Pipeline<'_> {
                     if let LogError::InvalidEnvelope(reason) = &e {
                         head.outcome = Outcome::Ready(refused(reason));
                         head.request = None;
+                        // A command answered for good is progress, not a fruitless recovery.
+                        self.fruitless = 0;
                     }
                 }
                 return Err(e);
