@@ -1,6 +1,7 @@
 //! Integration tests of the log layer against a real `nats-server` (`$NATS_SERVER_BIN`, default
 //! `/usr/sbin/nats-server`): stream setup and conflicts, appends with expected sequences and
-//! dedup, pipelines, ordered reads, undecodable messages, and the writer lease.
+//! dedup, pipelines fenced by the event id, ordered reads that keep their position across a server
+//! restart, foreign and undecodable messages and quarantine, and the writer lease.
 //!
 //! Run against both supported servers:
 //! `NATS_SERVER_BIN=/usr/sbin/nats-server cargo test --test log` and again with a current one.
