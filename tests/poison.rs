@@ -105,6 +105,22 @@ impl Cell {
         panic!("no writer accepted {vm}");
     }
 
+    /// Asserts that another holder can take the writer lease within `within`.
+    async fn lease_is_free(&self, within: Duration) {
+        let js = async_nats::jetstream::new(self.client.clone());
+        let kv =
+            orchestrator::log::ensure_lease_bucket(&js, orchestrator::log::DEFAULT_LEASE_BUCKET, 1)
+                .await
+                .unwrap();
+        let (cell, cancel) = (cell_id(), CancellationToken::new());
+        let probe =
+            orchestrator::log::Lease::acquire(&kv, &cell, "probe", Duration::from_secs(1), &cancel);
+        tokio::time::timeout(within, probe)
+            .await
+            .expect("the writer gave up the lease")
+            .unwrap();
+    }
+
     async fn last_seq(&self) -> u64 {
         self.reader().await.last_seq().await.unwrap()
     }
@@ -227,25 +243,8 @@ async fn an_undecodable_event_holds_the_cell_until_quarantined() {
         "nothing is decided past an unreadable event: {answer:?}"
     );
     // It gave up the lease: another holder takes it at once.
+    c.lease_is_free(Duration::from_secs(3)).await;
     let js = async_nats::jetstream::new(c.client.clone());
-    let kv =
-        orchestrator::log::ensure_lease_bucket(&js, orchestrator::log::DEFAULT_LEASE_BUCKET, 1)
-            .await
-            .unwrap();
-    let other = tokio::time::timeout(
-        Duration::from_secs(3),
-        orchestrator::log::Lease::acquire(
-            &kv,
-            &cell_id(),
-            "probe",
-            Duration::from_secs(1),
-            &CancellationToken::new(),
-        ),
-    )
-    .await
-    .expect("the lease is free")
-    .unwrap();
-    drop(other);
     assert_eq!(c.store.checkpoint(), 1, "the projector holds before it");
 
     let reader = c.reader().await;
@@ -365,21 +364,5 @@ async fn a_writer_that_cannot_store_anything_gives_up_its_lease() {
             "nothing can be stored: {answer:?}"
         );
     }
-    let kv =
-        orchestrator::log::ensure_lease_bucket(&js, orchestrator::log::DEFAULT_LEASE_BUCKET, 1)
-            .await
-            .unwrap();
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        orchestrator::log::Lease::acquire(
-            &kv,
-            &cell_id(),
-            "probe",
-            Duration::from_secs(1),
-            &CancellationToken::new(),
-        ),
-    )
-    .await
-    .expect("the writer gave up the lease")
-    .unwrap();
+    c.lease_is_free(Duration::from_secs(5)).await;
 }

@@ -441,45 +441,38 @@ impl BenchReport {
                 ],
             );
             if let Some(mem) = &self.memory {
-                row(
-                    &mut t,
-                    [
-                        mode,
-                        &format!(
-                            "writer memory, {} live sessions",
-                            thousands(mem.sessions as f64)
-                        ),
-                        &format!("{:.0} B/session", mem.bytes_per_session),
-                        "-",
-                        "-",
-                    ],
-                );
-                row(
-                    &mut t,
-                    [
-                        mode,
-                        &format!(
-                            "writer memory, {} ended sessions",
-                            thousands(mem.ended_sessions as f64)
-                        ),
-                        &format!("{:.0} B/ended session", mem.bytes_per_ended_session),
-                        "-",
-                        "-",
-                    ],
-                );
-                row(
-                    &mut t,
-                    [
-                        mode,
-                        &format!(
-                            "writer memory, {} remembered command ids",
-                            thousands(mem.remembered_ids as f64)
-                        ),
-                        &format!("{:.0} B/command id", mem.bytes_per_remembered_id),
-                        "-",
-                        "-",
-                    ],
-                );
+                let figures = [
+                    (
+                        mem.sessions,
+                        "live sessions",
+                        mem.bytes_per_session,
+                        "session",
+                    ),
+                    (
+                        mem.ended_sessions,
+                        "ended sessions",
+                        mem.bytes_per_ended_session,
+                        "ended session",
+                    ),
+                    (
+                        mem.remembered_ids,
+                        "remembered command ids",
+                        mem.bytes_per_remembered_id,
+                        "command id",
+                    ),
+                ];
+                for (n, what, bytes, per) in figures {
+                    row(
+                        &mut t,
+                        [
+                            mode,
+                            &format!("writer memory, {} {what}", thousands(n as f64)),
+                            &format!("{bytes:.0} B/{per}"),
+                            "-",
+                            "-",
+                        ],
+                    );
+                }
             }
         }
         let _ = writeln!(t);
