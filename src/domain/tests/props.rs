@@ -43,10 +43,15 @@ struct First {
     digest: u64,
     seq: u64,
     at: Timestamp,
+    /// How many ids were accepted before this one: it is forgotten once `max_remembered_commands`
+    /// newer ones were.
+    accepted_before: u64,
 }
 
 fn run(config: DomainConfig, steps: Vec<Step>) -> Result<(), TestCaseError> {
     let window = config.idempotency_window_ms;
+    let max_ids = config.max_remembered_commands;
+    let mut accepted: u64 = 0;
     let actors = [
         Actor::user("u0"),
         Actor::operator("ops"),
@@ -91,7 +96,7 @@ fn run(config: DomainConfig, steps: Vec<Step>) -> Result<(), TestCaseError> {
         let first = firsts
             .get(&command_id)
             .copied()
-            .filter(|f| f.at >= at - window);
+            .filter(|f| f.at >= at - window && accepted - f.accepted_before <= max_ids);
         let result = handle(&state, &meta, &command);
         let context = || format!("step {i}: {command_id} {command:?} at {at}: {result:?}");
 
@@ -131,7 +136,16 @@ fn run(config: DomainConfig, steps: Vec<Step>) -> Result<(), TestCaseError> {
                 );
                 evolve(&mut state, seq, &env);
                 log.push((seq, env));
-                firsts.insert(command_id.clone(), First { digest, seq, at });
+                firsts.insert(
+                    command_id.clone(),
+                    First {
+                        digest,
+                        seq,
+                        at,
+                        accepted_before: accepted,
+                    },
+                );
+                accepted += 1;
             }
         }
         if let Err(v) = invariants::check(&state) {
@@ -139,15 +153,17 @@ fn run(config: DomainConfig, steps: Vec<Step>) -> Result<(), TestCaseError> {
         }
     }
 
-    // Invariant 3 on the log itself: one event per command id within any window.
-    let mut last_use: HashMap<&str, Timestamp> = HashMap::new();
-    for (seq, env) in &log {
-        if let Some(prev) = last_use.insert(&env.command_id, env.occurred_at) {
+    // Invariant 3 on the log itself: one event per command id within the window and the newest
+    // `max_remembered_commands` accepted ids.
+    let mut last_use: HashMap<&str, (usize, Timestamp)> = HashMap::new();
+    for (i, (seq, env)) in log.iter().enumerate() {
+        if let Some((prev_i, prev_at)) = last_use.insert(&env.command_id, (i, env.occurred_at)) {
+            let newer = (i - prev_i - 1) as u64;
             prop_assert!(
-                env.occurred_at - prev > window,
-                "{} appended again at seq {seq}, {} ms after its first use",
+                env.occurred_at - prev_at > window || newer >= max_ids,
+                "{} appended again at seq {seq}, {} ms and {newer} ids after its first use",
                 env.command_id,
-                env.occurred_at - prev
+                env.occurred_at - prev_at
             );
         }
     }
