@@ -306,3 +306,58 @@ async fn a_start_whose_assignment_failed_completes_on_retry() {
         "the start is the first one"
     );
 }
+
+/// Keys are scoped by their sender: two players using the README's own key `start-42` each get a
+/// session of their own, neither learns the other used it, and the derived `<key>:assign` of a
+/// create-and-assign cannot be pre-claimed by another caller.
+#[tokio::test]
+async fn keys_are_scoped_by_their_sender() {
+    let h = Harness::start().await;
+    h.register_vm("vm-1", 3).await;
+    let body = json!({"game_id": "chess"});
+    let bob = h
+        .call_key("POST", "/v1/sessions", BOB, body.clone(), "start-42")
+        .await;
+    assert_eq!(bob.status, StatusCode::CREATED, "{}", bob.text);
+    // Bob also uses `start-43:assign` for a command of his own: the id Alice's create-and-assign
+    // with key `start-43` will derive.
+    let bob_id = bob.json["session"]["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let claimed = h
+        .call_key(
+            "POST",
+            &format!("/v1/sessions/{bob_id}/assign"),
+            BOB,
+            json!({}),
+            "start-43:assign",
+        )
+        .await;
+    assert_eq!(claimed.status, StatusCode::OK, "{}", claimed.text);
+
+    let alice = h
+        .call_key("POST", "/v1/sessions", ALICE, body.clone(), "start-42")
+        .await;
+    assert_eq!(alice.status, StatusCode::CREATED, "{}", alice.text);
+    assert_eq!(alice.header("idempotent-replayed"), "", "not Bob's result");
+    assert_ne!(
+        alice.json["session"]["session_id"],
+        bob.json["session"]["session_id"]
+    );
+    assert_eq!(alice.json["session"]["user_id"], "alice");
+
+    let with_assign = json!({"game_id": "chess", "assign": {}});
+    let a2 = h
+        .call_key("POST", "/v1/sessions", ALICE, with_assign, "start-43")
+        .await;
+    assert_eq!(a2.status, StatusCode::CREATED, "{}", a2.text);
+    assert_eq!(a2.json["session"]["status"], "active", "{}", a2.text);
+
+    // Each sender's retry still gets its own first result.
+    let again = h
+        .call_key("POST", "/v1/sessions", BOB, body, "start-42")
+        .await;
+    assert_eq!(again.header("idempotent-replayed"), "true");
+    assert_eq!(again.json["seq"], bob.json["seq"]);
+}

@@ -169,6 +169,60 @@ async fn a_retried_command_id_returns_the_first_result() {
     assert_eq!(c.last_seq().await, 1);
 }
 
+/// Command ids are scoped by their sender over NATS too: another actor's `k1` is a command of its
+/// own, and nobody outside the writer may send as the `system` actor, whose ids timers use.
+#[tokio::test]
+async fn command_ids_are_scoped_by_their_sender() {
+    let c = cell().await;
+    let first = c
+        .cmd("vm_register", "k1", json!({"vm_id": "vm-1", "capacity": 2}))
+        .await;
+    let as_ = |kind: &str, id: &str, command_id: &str, command: Value| json!({"command_id": command_id, "actor": {"kind": kind, "id": id}, "command": command});
+    let other = c
+        .send_json(
+            "vm_register",
+            as_(
+                "operator",
+                "ops",
+                "k1",
+                json!({"vm_id": "vm-2", "capacity": 2}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(seq(&other), seq(&first) + 1, "{other}");
+    assert_eq!(other["accepted"]["duplicate"], false);
+
+    // Two players' starts without a session id under one key name two sessions.
+    let start = |user: &str| {
+        as_(
+            "user",
+            user,
+            "start-42",
+            json!({"user_id": user, "game_id": "g1"}),
+        )
+    };
+    let a = c.send_json("start", start("alice")).await.unwrap();
+    let b = c.send_json("start", start("bob")).await.unwrap();
+    let id = |v: &Value| v["accepted"]["event"]["event"]["SessionStarted"]["session_id"].clone();
+    assert_ne!(id(&a), id(&b), "{a} {b}");
+
+    let system = c
+        .send_json(
+            "pause",
+            as_(
+                "system",
+                "orchestrator",
+                "pause-timeout:s1:3",
+                json!({"session_id": "s1"}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code(&system), "invalid_argument", "{system}");
+    assert_eq!(c.last_seq().await, 4);
+}
+
 #[tokio::test]
 async fn bad_input_is_rejected_and_appends_nothing() {
     let c = cell().await;

@@ -14,8 +14,8 @@ use super::rejection::Rejection;
 /// Start a session for a user. It is `starting` until a VM is assigned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StartSession {
-    /// The session's id. When absent it is derived from the command id, so a retry names the same
-    /// session.
+    /// The session's id. When absent it is derived from the actor and the command id, so a retry
+    /// names the same session and two senders' keys never name the same one.
     #[serde(default)]
     pub session_id: Option<SessionId>,
     /// Whose session.
@@ -149,11 +149,11 @@ impl Command {
     }
 
     /// Fills what the caller may leave out and that must be the same on every retry: a start without a
-    /// session id gets one derived from the command id.
-    pub fn normalise(&mut self, command_id: &CommandId) {
+    /// session id gets one derived from the actor and the command id.
+    pub fn normalise(&mut self, actor: &Actor, command_id: &CommandId) {
         if let Command::StartSession(c) = self {
             if c.session_id.is_none() {
-                c.session_id = Some(derive_session_id(command_id));
+                c.session_id = Some(derive_session_id(actor, command_id));
             }
         }
     }
@@ -196,9 +196,11 @@ impl Command {
     }
 }
 
-/// The session id a start without one gets: `s` and 24 hex digits of the command id's SHA-256.
-pub fn derive_session_id(command_id: &CommandId) -> SessionId {
-    let hash = Sha256::digest(command_id.as_str().as_bytes());
+/// The session id a start without one gets: `s` and 24 hex digits of the SHA-256 of the actor and
+/// the command id (scoped like the idempotency table, so one sender's key cannot take another's
+/// session id).
+pub fn derive_session_id(actor: &Actor, command_id: &CommandId) -> SessionId {
+    let hash = super::idempotency::scoped_hash(actor, command_id.as_str());
     let hex: String = hash[..12].iter().map(|b| format!("{b:02x}")).collect();
     // 's' followed by hex digits is always a valid session id.
     SessionId::parse(format!("s{hex}")).expect("hex is a valid session id")

@@ -30,7 +30,7 @@ pub fn handle(state: &State, meta: &CommandMeta, command: &Command) -> Result<De
     let digest = command.digest();
     match state
         .idempotency
-        .lookup(meta.command_id.as_str(), digest, meta.at)
+        .lookup(&meta.actor, meta.command_id.as_str(), digest, meta.at)
     {
         Lookup::Repeat { seq } => return Ok(Decision::AlreadyApplied { seq }),
         Lookup::Conflict => {
@@ -41,7 +41,7 @@ pub fn handle(state: &State, meta: &CommandMeta, command: &Command) -> Result<De
         Lookup::New => {}
     }
     let mut command = command.clone();
-    command.normalise(&meta.command_id);
+    command.normalise(&meta.actor, &meta.command_id);
     decide(state, &command).map(Decision::Append)
 }
 

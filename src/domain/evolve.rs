@@ -11,6 +11,7 @@ use super::state::{ended_key, Session, SessionStatus, State, Vm, VmStatus};
 pub fn evolve(state: &mut State, seq: u64, env: &Envelope) {
     apply(state, env);
     state.idempotency.record(
+        &env.actor,
         &env.command_id,
         Seen {
             digest: env.command_digest,

@@ -4,8 +4,12 @@
 //! Only accepted commands are remembered: a rejection appends nothing, so a retried rejected command is
 //! decided again (and may now succeed).
 //!
-//! Keys are the first 128 bits of the SHA-256 of the command id, so memory does not grow with the id's
-//! length (up to 255 bytes).
+//! Command ids are scoped by their sender: the key is the first 128 bits of the SHA-256 of the actor
+//! (kind and id) and the command id, so the same id from two actors is two commands, one caller can
+//! neither block nor observe another's ids, and the `system` actor's deterministic ids (timers) belong
+//! to the writer alone (the command intake refuses that actor from outside). Events of every schema
+//! version carry their actor, so old logs replay to the same table. Memory does not grow with the
+//! ids' lengths.
 //!
 //! The table is bounded twice: by event time (the window, 24 h by default) and by count (the newest
 //! [`super::DomainConfig::max_remembered_commands`], 2,000,000 by default). An id is forgotten when
@@ -17,14 +21,15 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use orchestrator_events::Timestamp;
+use orchestrator_events::{Actor, ActorKind, Timestamp};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// What a command id maps to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Seen {
-    /// The digest of the body it was first accepted with (0: unknown, from a schema 1 envelope).
+    /// The digest of the body it was first accepted with (0: unknown, from a schema 1 envelope: any
+    /// body of the same actor is then taken as a retry).
     pub digest: u64,
     /// The stream sequence of the event it produced.
     pub seq: u64,
@@ -56,8 +61,25 @@ pub struct Idempotency {
     order: VecDeque<u128>,
 }
 
-fn key(command_id: &str) -> u128 {
-    let hash = Sha256::digest(command_id.as_bytes());
+/// The SHA-256 of a command id in its sender's scope: the actor's kind, its id (length-prefixed, so
+/// no pair of ids can read as another pair) and the command id.
+pub(crate) fn scoped_hash(actor: &Actor, command_id: &str) -> [u8; 32] {
+    let kind: u8 = match actor.kind {
+        ActorKind::User => 0,
+        ActorKind::Operator => 1,
+        ActorKind::Service => 2,
+        ActorKind::System => 3,
+    };
+    let mut h = Sha256::new();
+    h.update([kind]);
+    h.update((actor.id.len() as u64).to_be_bytes());
+    h.update(actor.id.as_bytes());
+    h.update(command_id.as_bytes());
+    h.finalize().into()
+}
+
+fn key(actor: &Actor, command_id: &str) -> u128 {
+    let hash = scoped_hash(actor, command_id);
     let mut first = [0u8; 16];
     first.copy_from_slice(&hash[..16]);
     u128::from_be_bytes(first)
@@ -73,9 +95,9 @@ impl Idempotency {
         }
     }
 
-    /// Looks a command id up as of `now`.
-    pub fn lookup(&self, command_id: &str, digest: u64, now: Timestamp) -> Lookup {
-        match self.seen.get(&key(command_id)) {
+    /// Looks a command id of `actor` up as of `now`.
+    pub fn lookup(&self, actor: &Actor, command_id: &str, digest: u64, now: Timestamp) -> Lookup {
+        match self.seen.get(&key(actor, command_id)) {
             Some(s) if s.at >= now.saturating_sub(self.window_ms) => {
                 if s.digest == digest || s.digest == 0 {
                     Lookup::Repeat { seq: s.seq }
@@ -87,15 +109,15 @@ impl Idempotency {
         }
     }
 
-    /// The entry of a command id, if remembered (whatever its age).
-    pub fn get(&self, command_id: &str) -> Option<Seen> {
-        self.seen.get(&key(command_id)).copied()
+    /// The entry of a command id of `actor`, if remembered (whatever its age).
+    pub fn get(&self, actor: &Actor, command_id: &str) -> Option<Seen> {
+        self.seen.get(&key(actor, command_id)).copied()
     }
 
     /// Records an accepted command, and forgets those older than the window as of its time and the
     /// oldest beyond the count bound.
-    pub fn record(&mut self, command_id: &str, seen: Seen) {
-        let k = key(command_id);
+    pub fn record(&mut self, actor: &Actor, command_id: &str, seen: Seen) {
+        let k = key(actor, command_id);
         let horizon = seen.at.saturating_sub(self.window_ms);
         // Event time never goes backwards in a log, so the oldest entries are at the front.
         while let Some(&old) = self.order.front() {

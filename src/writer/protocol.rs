@@ -6,7 +6,7 @@
 //! command the subject names (see [`crate::domain::command::COMMAND_NAMES`]).
 
 use async_nats::HeaderMap;
-use orchestrator_events::{Actor, CommandId, Envelope};
+use orchestrator_events::{Actor, ActorKind, CommandId, Envelope};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -181,7 +181,7 @@ pub fn parse_request(name: &str, payload: &[u8], json: bool) -> Result<Request, 
             ))
         }
     };
-    parsed.map_err(|e| {
+    let request = parsed.map_err(|e| {
         Reply::error(
             "malformed_request",
             format!(
@@ -189,7 +189,16 @@ pub fn parse_request(name: &str, payload: &[u8], json: bool) -> Result<Request, 
                 if json { "JSON" } else { "postcard" }
             ),
         )
-    })
+    })?;
+    if request.actor.kind == ActorKind::System {
+        // Timers and the queue send their commands with deterministic ids in the system actor's
+        // scope: nobody else may claim those ids or speak for the orchestrator.
+        return Err(Reply::rejected(Rejection::invalid_argument(
+            "actor.kind",
+            "`system` is reserved for the orchestrator's own commands",
+        )));
+    }
+    Ok(request)
 }
 
 /// Encodes a request for the command it carries: the body to send to `orch.<cell>.cmd.<name>`.
@@ -269,5 +278,31 @@ mod tests {
             code(parse_request("pause", bad_id, true).unwrap_err()),
             "malformed_request"
         );
+    }
+
+    #[test]
+    fn nobody_speaks_as_the_system_actor() {
+        let cmd = Command::PauseSession(SessionRef {
+            session_id: "s1".parse().unwrap(),
+        });
+        let system = Actor {
+            kind: ActorKind::System,
+            id: "timer".into(),
+        };
+        for json in [false, true] {
+            let bytes = encode_request(&"pause-timeout:s1:7".parse().unwrap(), &system, &cmd, json);
+            match parse_request("pause", &bytes, json).unwrap_err() {
+                Reply::Rejected {
+                    code, rejection, ..
+                } => {
+                    assert_eq!(code, "invalid_argument");
+                    assert!(matches!(
+                        rejection,
+                        Some(Rejection::InvalidArgument { field, .. }) if field == "actor.kind"
+                    ));
+                }
+                Reply::Accepted { .. } => panic!("accepted"),
+            }
+        }
     }
 }

@@ -178,6 +178,18 @@ impl Log {
     /// Folds an event in at time `at`, after checking it is a legal transition; returns its sequence.
     #[track_caller]
     pub fn append(&mut self, command_id: &str, digest: u64, at: Timestamp, event: Event) -> u64 {
+        self.append_as(Actor::system("test"), command_id, digest, at, event)
+    }
+
+    /// Appends an event of `actor`'s command.
+    pub fn append_as(
+        &mut self,
+        actor: Actor,
+        command_id: &str,
+        digest: u64,
+        at: Timestamp,
+        event: Event,
+    ) -> u64 {
         if let Err(v) = invariants::check_transition(&self.state, &event) {
             panic!("illegal event {event:?}: {v}");
         }
@@ -187,7 +199,7 @@ impl Log {
             command_id.to_owned(),
             digest,
             at,
-            Actor::system("test"),
+            actor,
             event,
         );
         evolve(&mut self.state, seq, &env);
@@ -213,7 +225,7 @@ impl Log {
         };
         let decision = handle(&self.state, &meta, command)?;
         if let Decision::Append(event) = &decision {
-            self.append(command_id, command.digest(), at, event.clone());
+            self.append_as(meta.actor, command_id, command.digest(), at, event.clone());
         }
         Ok(decision)
     }

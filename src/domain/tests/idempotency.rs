@@ -1,11 +1,11 @@
 //! Command ids through [`handle`]: a retry returns the first result, another body is refused, a replay
 //! restores both, and the window forgets.
 
-use orchestrator_events::{codec, EndReason, Envelope};
+use orchestrator_events::{codec, Actor, EndReason, Envelope};
 
 use super::framework::*;
 use crate::domain::command::derive_session_id;
-use crate::domain::{evolve, Decision, DomainConfig, State};
+use crate::domain::{evolve, handle, CommandMeta, Decision, DomainConfig, State};
 
 const HOUR: i64 = 3600 * 1000;
 const DAY: i64 = 24 * HOUR;
@@ -136,7 +136,7 @@ fn a_start_without_a_session_id_names_the_same_session_on_retry() {
     let mut log = Log::new(DomainConfig::default());
     let cmd = start(None, "u1", &[("region", "eu")]);
     let first = log.submit("k-1", T0, &cmd).unwrap();
-    let derived = derive_session_id(&cid("k-1"));
+    let derived = derive_session_id(&gateway(), &cid("k-1"));
     assert_eq!(first, Decision::Append(started_as(&derived)));
     assert!(log.state.sessions.contains_key(&derived));
     assert_eq!(
@@ -152,9 +152,9 @@ fn a_start_without_a_session_id_names_the_same_session_on_retry() {
     let other = log.submit("k-2", T0 + DAY + 2, &cmd).unwrap();
     assert_eq!(
         other,
-        Decision::Append(started_as(&derive_session_id(&cid("k-2"))))
+        Decision::Append(started_as(&derive_session_id(&gateway(), &cid("k-2"))))
     );
-    assert_ne!(derive_session_id(&cid("k-2")), derived);
+    assert_ne!(derive_session_id(&gateway(), &cid("k-2")), derived);
 }
 
 fn started_as(id: &orchestrator_events::SessionId) -> orchestrator_events::Event {
@@ -184,9 +184,9 @@ fn a_rejected_command_is_not_remembered() {
 }
 
 #[test]
-fn a_schema_1_event_matches_any_body() {
+fn a_schema_1_event_matches_any_body_of_the_same_actor_only() {
     // Schema 1 envelopes carry no digest (0): a retry cannot be told from a conflict, so it is
-    // answered with the first result.
+    // answered with the first result; but only in its sender's scope.
     let mut state = State::new(DomainConfig::default());
     let env = Envelope {
         schema_version: 1,
@@ -195,7 +195,7 @@ fn a_schema_1_event_matches_any_body() {
             "old".into(),
             0,
             T0,
-            orchestrator_events::Actor::operator("ops"),
+            gateway(),
             vm_registered("vm-1", 2, &[]),
         )
     };
@@ -208,5 +208,61 @@ fn a_schema_1_event_matches_any_body() {
     assert_eq!(
         log.submit("old", T0 + 1, &drain("vm-1")),
         Ok(Decision::AlreadyApplied { seq: 7 })
+    );
+    let other = meta_of(Actor::operator("ops"), "old", T0 + 1);
+    assert!(matches!(
+        handle(&log.state, &other, &drain("vm-1")),
+        Ok(Decision::Append(_))
+    ));
+}
+
+fn gateway() -> Actor {
+    Actor::service("gateway")
+}
+
+fn meta_of(actor: Actor, command_id: &str, at: i64) -> CommandMeta {
+    CommandMeta {
+        command_id: cid(command_id),
+        actor,
+        at,
+    }
+}
+
+#[test]
+fn command_ids_are_scoped_by_their_sender() {
+    let mut log = running();
+    let n = log.envelopes.len();
+    // Another sender's `c-start` is a command of its own: decided, not a retry, not a conflict.
+    let player = meta_of(Actor::user("u2"), "c-start", T0 + 10);
+    let own = start(Some("s2"), "u2", &[]);
+    let decision = handle(&log.state, &player, &own).unwrap();
+    assert!(matches!(decision, Decision::Append(_)), "{decision:?}");
+    // The same kind with another id is another sender too.
+    let operator = meta_of(Actor::operator("gateway"), "c-start", T0 + 10);
+    assert!(matches!(
+        handle(&log.state, &operator, &start(Some("s1"), "u1", &[])),
+        Err(crate::domain::Rejection::AlreadyExists { .. })
+    ));
+    assert_eq!(log.envelopes.len(), n);
+    // And the sender's own retry still gets its first result.
+    assert_eq!(
+        log.submit("c-start", T0 + 11, &start(Some("s1"), "u1", &[])),
+        Ok(Decision::AlreadyApplied { seq: 2 })
+    );
+}
+
+#[test]
+fn derived_session_ids_are_scoped_by_their_sender() {
+    let key = cid("start-42");
+    let a = derive_session_id(&Actor::user("alice"), &key);
+    let b = derive_session_id(&Actor::user("bob"), &key);
+    let c = derive_session_id(&Actor::service("alice"), &key);
+    assert_ne!(a, b);
+    assert_ne!(a, c, "the kind is part of the scope");
+    assert_eq!(a, derive_session_id(&Actor::user("alice"), &key));
+    // Length-prefixed: ("ab", "c…") and ("a", "bc…") are different scopes.
+    assert_ne!(
+        derive_session_id(&Actor::user("ab"), &cid("c1")),
+        derive_session_id(&Actor::user("a"), &cid("bc1"))
     );
 }

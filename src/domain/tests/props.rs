@@ -9,7 +9,7 @@
 //!
 //! Each command goes through [`handle`] as the writer does; after every step the state and the event
 //! are checked against [`invariants`], and every answer to a command id is checked against a model of
-//! invariant 3. At the end, folding one event at a time must equal a fresh replay of the envelopes,
+//! invariant 3 (ids scoped by their sender). At the end, folding one event at a time must equal a fresh replay of the envelopes,
 //! as they are and after a round trip through the codec.
 //!
 //! `PROPTEST_CASES` sets the number of cases (default 10,000).
@@ -60,7 +60,7 @@ fn run(config: DomainConfig, steps: Vec<Step>) -> Result<(), TestCaseError> {
     let mut state = State::new(config.clone());
     let mut log: Vec<(u64, Envelope)> = Vec::new();
     let mut sent: Vec<(String, usize, Command)> = Vec::new();
-    let mut firsts: HashMap<String, First> = HashMap::new();
+    let mut firsts: HashMap<(usize, String), First> = HashMap::new();
     let mut at = T0;
 
     for (i, step) in steps.into_iter().enumerate() {
@@ -94,7 +94,7 @@ fn run(config: DomainConfig, steps: Vec<Step>) -> Result<(), TestCaseError> {
         };
         let digest = command.digest();
         let first = firsts
-            .get(&command_id)
+            .get(&(actor, command_id.clone()))
             .copied()
             .filter(|f| f.at >= at - window && accepted - f.accepted_before <= max_ids);
         let result = handle(&state, &meta, &command);
@@ -137,7 +137,7 @@ fn run(config: DomainConfig, steps: Vec<Step>) -> Result<(), TestCaseError> {
                 evolve(&mut state, seq, &env);
                 log.push((seq, env));
                 firsts.insert(
-                    command_id.clone(),
+                    (actor, command_id.clone()),
                     First {
                         digest,
                         seq,
@@ -153,11 +153,12 @@ fn run(config: DomainConfig, steps: Vec<Step>) -> Result<(), TestCaseError> {
         }
     }
 
-    // Invariant 3 on the log itself: one event per command id within the window and the newest
-    // `max_remembered_commands` accepted ids.
-    let mut last_use: HashMap<&str, (usize, Timestamp)> = HashMap::new();
+    // Invariant 3 on the log itself: one event per command id of a sender within the window and the
+    // newest `max_remembered_commands` accepted ids.
+    let mut last_use: HashMap<(&Actor, &str), (usize, Timestamp)> = HashMap::new();
     for (i, (seq, env)) in log.iter().enumerate() {
-        if let Some((prev_i, prev_at)) = last_use.insert(&env.command_id, (i, env.occurred_at)) {
+        let key = (&env.actor, env.command_id.as_str());
+        if let Some((prev_i, prev_at)) = last_use.insert(key, (i, env.occurred_at)) {
             let newer = (i - prev_i - 1) as u64;
             prop_assert!(
                 env.occurred_at - prev_at > window || newer >= max_ids,
