@@ -265,6 +265,8 @@ async fn one_active_writer_standby_takes_over_and_a_stale_writer_is_fenced() {
         now_ms(),
         actor(),
         Event::VmRegistered {
+            endpoint: None,
+            heartbeat_ms: None,
             vm_id: "vm-stale".parse().unwrap(),
             capacity: 1,
             labels: Default::default(),
@@ -293,6 +295,8 @@ async fn one_active_writer_standby_takes_over_and_a_stale_writer_is_fenced() {
         now_ms(),
         actor(),
         Event::VmRegistered {
+            endpoint: None,
+            heartbeat_ms: None,
             vm_id: "vm-foreign".parse().unwrap(),
             capacity: 1,
             labels: Default::default(),
@@ -374,6 +378,7 @@ async fn a_stale_pipeline_is_fenced_when_another_writer_reused_its_command_id() 
         session_id: session.clone(),
         vm_id: vm.clone(),
         placement: orchestrator_events::Placement {
+            queued: None,
             policy: orchestrator_events::PlacementPolicy::Explicit,
             candidates: 1,
             eligible: 1,
@@ -387,6 +392,8 @@ async fn a_stale_pipeline_is_fenced_when_another_writer_reused_its_command_id() 
             "e1",
             "r",
             Event::VmRegistered {
+                endpoint: None,
+                heartbeat_ms: None,
                 vm_id: vm.clone(),
                 capacity: 1,
                 labels: Default::default(),

@@ -82,6 +82,8 @@ impl Cell {
     async fn send(&self, vm: &str) -> Result<Reply, ClientError> {
         let id = CommandId::parse(format!("register-{vm}")).unwrap();
         let command = Command::RegisterVm(orchestrator::domain::command::RegisterVm {
+            endpoint: None,
+            heartbeat_ms: None,
             vm_id: VmId::parse(vm).unwrap(),
             capacity: 1,
             labels: Default::default(),
@@ -326,6 +328,7 @@ async fn a_command_id_past_the_idempotency_window_is_decided_again() {
     send(
         "assign",
         Command::AssignVm(orchestrator::domain::command::AssignVm {
+            wait_ms: None,
             session_id: session.clone(),
             vm_id: None,
             policy: None,

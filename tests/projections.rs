@@ -25,6 +25,8 @@ fn vm(i: u64, id: &str) -> (u64, Option<Envelope>) {
     env(
         i,
         Event::VmRegistered {
+            endpoint: None,
+            heartbeat_ms: None,
             vm_id: VmId::parse(id).unwrap(),
             capacity: 2,
             labels: Default::default(),

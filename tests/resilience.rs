@@ -54,6 +54,8 @@ async fn event_feeds_are_capped_per_caller_and_in_all() {
         let commands = commands.clone();
         sent.push(tokio::spawn(async move {
             let command = Command::RegisterVm(RegisterVm {
+                endpoint: None,
+                heartbeat_ms: None,
                 vm_id: VmId::parse(format!("vm-{i}")).unwrap(),
                 capacity: 1,
                 labels: Default::default(),
@@ -150,6 +152,8 @@ fn serve_config(url: String, data_dir: &std::path::Path) -> ServeConfig {
 
 async fn register(commands: &CommandClient, vm: &str) -> Option<u64> {
     let command = Command::RegisterVm(RegisterVm {
+        endpoint: None,
+        heartbeat_ms: None,
         vm_id: VmId::parse(vm).unwrap(),
         capacity: 1,
         labels: Default::default(),

@@ -7,7 +7,10 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{GameId, Labels, SessionId, UserId, VmId};
+use std::collections::BTreeMap;
+
+use crate::envelope::Timestamp;
+use crate::ids::{GameId, Host, LabelKey, Labels, SessionId, UserId, VmId};
 
 /// An event: one accepted command's effect.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -59,6 +62,13 @@ pub enum Event {
         capacity: u32,
         /// Its labels, matched against sessions' requirements.
         labels: Labels,
+        /// The interval at which it promised heartbeats, in milliseconds; `None`: it sends none and
+        /// is never declared lost (schema 2 and older).
+        #[serde(default)]
+        heartbeat_ms: Option<u32>,
+        /// Where a session's client connects (schema 2 and older: none).
+        #[serde(default)]
+        endpoint: Option<Endpoint>,
     },
     /// A VM takes no new placements; its sessions keep running.
     VmDrained {
@@ -69,6 +79,23 @@ pub enum Event {
     VmRetired {
         /// The VM.
         vm_id: VmId,
+    },
+    /// A `starting` session found no room and waits in the placement queue until `deadline`.
+    SessionQueued {
+        /// The session.
+        session_id: SessionId,
+        /// The policy its placement will use.
+        policy: PlacementPolicy,
+        /// When it ends with `placement_timeout` if still waiting.
+        deadline: Timestamp,
+    },
+    /// A VM missed its heartbeat deadline and left the pool; its sessions were ended first. It must
+    /// register again to come back.
+    VmLost {
+        /// The VM.
+        vm_id: VmId,
+        /// When the writer last heard from it (`None`: not since this writer took over).
+        last_heartbeat: Option<Timestamp>,
     },
 }
 
@@ -93,11 +120,15 @@ pub enum EventType {
     VmDrained,
     /// [`Event::VmRetired`]
     VmRetired,
+    /// [`Event::SessionQueued`]
+    SessionQueued,
+    /// [`Event::VmLost`]
+    VmLost,
 }
 
 impl EventType {
     /// Every event type, in declaration order.
-    pub const ALL: [EventType; 8] = [
+    pub const ALL: [EventType; 10] = [
         EventType::SessionStarted,
         EventType::SessionAssigned,
         EventType::SessionPaused,
@@ -106,6 +137,8 @@ impl EventType {
         EventType::VmRegistered,
         EventType::VmDrained,
         EventType::VmRetired,
+        EventType::SessionQueued,
+        EventType::VmLost,
     ];
 
     /// The type's name, as in the header and the JSON.
@@ -119,6 +152,8 @@ impl EventType {
             EventType::VmRegistered => "VmRegistered",
             EventType::VmDrained => "VmDrained",
             EventType::VmRetired => "VmRetired",
+            EventType::SessionQueued => "SessionQueued",
+            EventType::VmLost => "VmLost",
         }
     }
 
@@ -155,6 +190,8 @@ impl Event {
             Event::VmRegistered { .. } => EventType::VmRegistered,
             Event::VmDrained { .. } => EventType::VmDrained,
             Event::VmRetired { .. } => EventType::VmRetired,
+            Event::SessionQueued { .. } => EventType::SessionQueued,
+            Event::VmLost { .. } => EventType::VmLost,
         }
     }
 
@@ -165,10 +202,12 @@ impl Event {
             | Event::SessionAssigned { session_id, .. }
             | Event::SessionPaused { session_id }
             | Event::SessionResumed { session_id }
-            | Event::SessionEnded { session_id, .. } => Aggregate::Session(session_id),
+            | Event::SessionEnded { session_id, .. }
+            | Event::SessionQueued { session_id, .. } => Aggregate::Session(session_id),
             Event::VmRegistered { vm_id, .. }
             | Event::VmDrained { vm_id }
-            | Event::VmRetired { vm_id } => Aggregate::Vm(vm_id),
+            | Event::VmRetired { vm_id }
+            | Event::VmLost { vm_id, .. } => Aggregate::Vm(vm_id),
         }
     }
 
@@ -197,6 +236,8 @@ pub enum EndReason {
     VmRetired,
     /// Its VM stopped answering.
     VmLost,
+    /// It ran past the cell's maximum session length.
+    MaxLength,
 }
 
 impl EndReason {
@@ -209,6 +250,7 @@ impl EndReason {
             EndReason::PlacementTimeout => "placement_timeout",
             EndReason::VmRetired => "vm_retired",
             EndReason::VmLost => "vm_lost",
+            EndReason::MaxLength => "max_length",
         }
     }
 }
@@ -272,4 +314,30 @@ pub struct Placement {
     pub capacity: u32,
     /// Why it won.
     pub reason: PlacementReason,
+    /// Set when the session waited in the placement queue and the writer placed it as room freed
+    /// (schema 2 and older: none).
+    #[serde(default)]
+    pub queued: Option<QueueWait>,
+}
+
+/// How long a session waited in the placement queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct QueueWait {
+    /// When it was queued (the time of its `SessionQueued`).
+    pub since: Timestamp,
+    /// How long it waited, in milliseconds.
+    pub waited_ms: u64,
+}
+
+/// The most named ports an [`Endpoint`] carries.
+pub const MAX_PORTS: usize = 16;
+
+/// Where a client connects to a VM: an address and named ports (`{"stream": 47998, "control": 47999}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Endpoint {
+    /// A host name or IP address.
+    pub address: Host,
+    /// Ports by name, at most [`MAX_PORTS`].
+    #[serde(default)]
+    pub ports: BTreeMap<LabelKey, u16>,
 }

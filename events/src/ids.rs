@@ -195,6 +195,11 @@ id_type!(
     LabelValue, "label value", 128, printable, "printable ASCII without spaces", "^[!-~]+$"
 );
 
+id_type!(
+    /// A host name or IP address a client connects to, such as `10.0.4.17` or `vm-42.eu.example.net`.
+    Host, "address", 253, printable, "printable ASCII without spaces", "^[!-~]+$"
+);
+
 /// Labels of a VM, or the labels a session requires of its VM. Sorted, so encoding is deterministic.
 pub type Labels = BTreeMap<LabelKey, LabelValue>;
 

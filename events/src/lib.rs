@@ -33,5 +33,7 @@ pub mod subject;
 
 pub use codec::{decode, encode, DecodeError, CURRENT_VERSION, MAX_EVENT_BYTES};
 pub use envelope::{Actor, ActorKind, Envelope, Timestamp};
-pub use event::{EndReason, Event, EventType, Placement, PlacementPolicy, PlacementReason};
-pub use ids::{CellId, CommandId, GameId, IdError, Labels, SessionId, UserId, VmId};
+pub use event::{
+    EndReason, Endpoint, Event, EventType, Placement, PlacementPolicy, PlacementReason, QueueWait,
+};
+pub use ids::{CellId, CommandId, GameId, Host, IdError, Labels, SessionId, UserId, VmId};

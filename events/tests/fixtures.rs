@@ -15,10 +15,10 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use orchestrator_events::codec::{self, encode_v1, CURRENT_VERSION, OLDEST_VERSION};
+use orchestrator_events::codec::{self, encode_v1, encode_v2, CURRENT_VERSION, OLDEST_VERSION};
 use orchestrator_events::{
-    Actor, EndReason, Envelope, Event, EventType, Labels, Placement, PlacementPolicy,
-    PlacementReason, SessionId, VmId,
+    Actor, EndReason, Endpoint, Envelope, Event, EventType, Labels, Placement, PlacementPolicy,
+    PlacementReason, QueueWait, SessionId, VmId,
 };
 
 fn dir() -> PathBuf {
@@ -62,12 +62,20 @@ fn read_json(stem: &str) -> Envelope {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// The schema version that introduced an event type.
+fn introduced(t: EventType) -> u16 {
+    match t {
+        EventType::SessionQueued | EventType::VmLost => 3,
+        _ => OLDEST_VERSION,
+    }
+}
+
 #[test]
 fn every_event_type_has_a_fixture_at_every_version() {
     let present: BTreeSet<String> = fixtures().into_iter().map(|n| n.stem).collect();
     let mut missing = Vec::new();
     for t in EventType::ALL {
-        for v in OLDEST_VERSION..=CURRENT_VERSION {
+        for v in introduced(t)..=CURRENT_VERSION {
             let stem = format!("{t}.v{v}");
             if !present.contains(&stem) || !dir().join(format!("{stem}.json")).exists() {
                 missing.push(stem);
@@ -94,7 +102,8 @@ fn verify(name: &Name, bytes: &[u8], expected: &Envelope) -> Result<(), String> 
     }
     let again = match name.version {
         1 if decoded.command_digest != 0 => return Err("v1 has no digest".into()),
-        1 => encode_v1(&decoded),
+        1 => encode_v1(&decoded).ok_or("a version 3 event in a v1 fixture")?,
+        2 => encode_v2(&decoded).ok_or("a version 3 event in a v2 fixture")?,
         CURRENT_VERSION => codec::encode(&decoded),
         v => {
             return Err(format!(
@@ -173,7 +182,7 @@ fn the_current_fixtures_cover_every_variant() {
         })
         .collect();
     let actors: BTreeSet<&str> = envs.iter().map(|e| e.actor.kind.as_str()).collect();
-    assert_eq!(reasons.len(), 6, "end reasons covered: {reasons:?}");
+    assert_eq!(reasons.len(), 7, "end reasons covered: {reasons:?}");
     assert_eq!(
         placements,
         BTreeSet::from([
@@ -234,6 +243,7 @@ fn assigned(policy: PlacementPolicy, reason: PlacementReason, eligible: u32) -> 
             load_before: 5,
             capacity: 8,
             reason,
+            queued: None,
         },
     }
 }
@@ -345,7 +355,7 @@ fn catalog() -> Vec<(&'static str, Envelope)> {
         ),
         (
             "SessionEnded.vm_lost",
-            env(12, system, ended(EndReason::VmLost, true)),
+            env(12, system.clone(), ended(EndReason::VmLost, true)),
         ),
         (
             "VmRegistered",
@@ -362,6 +372,74 @@ fn catalog() -> Vec<(&'static str, Envelope)> {
                         ("node.kubernetes.io/instance-type", "g5.2xlarge"),
                         ("node.example.com/tier", "premium"),
                     ]),
+                    heartbeat_ms: None,
+                    endpoint: None,
+                },
+            ),
+        ),
+        (
+            "VmRegistered.heartbeat",
+            env(
+                16,
+                ops.clone(),
+                Event::VmRegistered {
+                    vm_id: vm(),
+                    capacity: 4,
+                    labels: labels(&[("region", "eu-west-1")]),
+                    heartbeat_ms: Some(5_000),
+                    endpoint: Some(Endpoint {
+                        address: "10.42.7.19".parse().unwrap(),
+                        ports: [
+                            ("control".parse().unwrap(), 47_999),
+                            ("stream".parse().unwrap(), 47_998),
+                        ]
+                        .into_iter()
+                        .collect(),
+                    }),
+                },
+            ),
+        ),
+        (
+            "SessionQueued",
+            env(
+                17,
+                gateway.clone(),
+                Event::SessionQueued {
+                    session_id: session(),
+                    policy: PlacementPolicy::Spread,
+                    deadline: AT + 17 * 61_003 + 120_000,
+                },
+            ),
+        ),
+        (
+            "SessionAssigned.queued",
+            env(18, system.clone(), {
+                let mut e = assigned(
+                    PlacementPolicy::Spread,
+                    PlacementReason::EmptiestWithRoom { tied: 1 },
+                    1,
+                );
+                if let Event::SessionAssigned { placement, .. } = &mut e {
+                    placement.queued = Some(QueueWait {
+                        since: AT + 17 * 61_003,
+                        waited_ms: 61_003,
+                    });
+                }
+                e
+            }),
+        ),
+        (
+            "SessionEnded.max_length",
+            env(19, system.clone(), ended(EndReason::MaxLength, true)),
+        ),
+        (
+            "VmLost",
+            env(
+                20,
+                system,
+                Event::VmLost {
+                    vm_id: vm(),
+                    last_heartbeat: Some(AT + 19 * 61_003),
                 },
             ),
         ),
@@ -389,13 +467,16 @@ fn write_missing_fixtures() {
     assert_eq!(kinds.len(), 4, "the catalogue uses every actor kind");
     for (stem, current) in catalog() {
         for version in OLDEST_VERSION..=CURRENT_VERSION {
-            let (bytes, env) = match version {
-                1 => {
-                    let bytes = encode_v1(&current);
-                    (bytes.clone(), codec::decode(&bytes).unwrap())
-                }
-                CURRENT_VERSION => (codec::encode(&current), current.clone()),
-                v => panic!("no encoder for version {v}"),
+            let old = match version {
+                1 => encode_v1(&current),
+                2 => encode_v2(&current),
+                _ => None,
+            };
+            let (bytes, env) = match (version, old) {
+                (CURRENT_VERSION, _) => (codec::encode(&current), current.clone()),
+                (_, Some(bytes)) => (bytes.clone(), codec::decode(&bytes).unwrap()),
+                // Added later: no fixture at this version.
+                (_, None) => continue,
             };
             let bin = dir().join(format!("{stem}.v{version}.bin"));
             let json = dir().join(format!("{stem}.v{version}.json"));

@@ -86,6 +86,8 @@ fn register(i: u32) -> Command {
         vm_id: vm_id(i),
         capacity: VM_CAPACITY,
         labels: vm_labels(),
+        heartbeat_ms: None,
+        endpoint: None,
     })
 }
 
@@ -189,6 +191,7 @@ pub(crate) async fn client_loop(
                 session_id: session_id.clone(),
                 vm_id: None,
                 policy: None,
+                wait_ms: None,
             }),
             Command::PauseSession(SessionRef {
                 session_id: session_id.clone(),

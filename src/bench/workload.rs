@@ -168,6 +168,8 @@ impl EventMix {
             vm_id: vm_id(i),
             capacity,
             labels: vm_labels(),
+            heartbeat_ms: None,
+            endpoint: None,
         };
         self.envelope(Actor::operator("ops-bench"), event)
     }
@@ -196,6 +198,7 @@ impl EventMix {
                 load_before,
                 capacity,
                 reason: PlacementReason::FullestWithRoom { tied: 1 },
+                queued: None,
             },
         };
         self.envelope(Actor::user(user_id(n).as_str()), event)

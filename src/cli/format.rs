@@ -114,8 +114,17 @@ pub fn placement(p: &Placement) -> String {
         PlacementReason::FullestWithRoom { tied } => format!("fullest VM with room{}", tie(tied)),
         PlacementReason::EmptiestWithRoom { tied } => format!("emptiest VM with room{}", tie(tied)),
     };
+    let queued = p
+        .queued
+        .map(|q| {
+            format!(
+                "; from the placement queue after waiting {}",
+                duration(i64::try_from(q.waited_ms).unwrap_or(i64::MAX))
+            )
+        })
+        .unwrap_or_default();
     format!(
-        "policy {}: {why}; {} eligible of {} candidates; load {}/{} before",
+        "policy {}: {why}; {} eligible of {} candidates; load {}/{} before{queued}",
         p.policy.as_str(),
         p.eligible,
         p.candidates,
@@ -162,7 +171,41 @@ pub fn details(event: &Event) -> String {
             vm_id,
             capacity,
             labels: l,
-        } => format!("VM {vm_id}: capacity {capacity}, labels {}", labels(l)),
+            heartbeat_ms,
+            endpoint,
+        } => {
+            let beat = heartbeat_ms
+                .map(|h| format!(", heartbeat every {}", duration(i64::from(h))))
+                .unwrap_or_default();
+            let at = endpoint
+                .as_ref()
+                .map(|e| {
+                    let ports: Vec<String> =
+                        e.ports.iter().map(|(n, p)| format!("{n}={p}")).collect();
+                    format!(", endpoint {} {}", e.address, ports.join(","))
+                })
+                .unwrap_or_default();
+            format!(
+                "VM {vm_id}: capacity {capacity}, labels {}{beat}{at}",
+                labels(l)
+            )
+        }
+        Event::SessionQueued {
+            session_id,
+            policy,
+            deadline,
+        } => format!(
+            "session {session_id}: waits for room ({}) until {}",
+            policy.as_str(),
+            time(*deadline)
+        ),
+        Event::VmLost {
+            vm_id,
+            last_heartbeat,
+        } => match last_heartbeat {
+            Some(t) => format!("VM {vm_id}: last heartbeat {}", time(*t)),
+            None => format!("VM {vm_id}: no heartbeat since this writer took over"),
+        },
         Event::VmDrained { vm_id } | Event::VmRetired { vm_id } => format!("VM {vm_id}"),
     }
 }

@@ -221,6 +221,7 @@ mod tests {
         let s: SessionId = "s1".parse().unwrap();
         let sid = || s.clone();
         let placement = orchestrator_events::Placement {
+            queued: None,
             policy: orchestrator_events::PlacementPolicy::Explicit,
             candidates: 1,
             eligible: 1,

@@ -48,6 +48,10 @@ pub struct AssignArgs {
     /// How to pick the VM when none is named (default: packed).
     #[arg(long, value_enum, conflicts_with = "vm")]
     pub policy: Option<Policy>,
+    /// When no VM has room, wait in the placement queue this long (e.g. `2m`, at most 1h) instead of
+    /// being refused with `no_capacity`.
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "vm")]
+    pub wait: Option<std::time::Duration>,
     #[command(flatten)]
     pub opts: CommandOpts,
 }
@@ -123,6 +127,9 @@ pub async fn assign(args: AssignArgs) -> Result<(), CliError> {
             Policy::Packed => PlacementPolicy::Packed,
             Policy::Spread => PlacementPolicy::Spread,
         }),
+        wait_ms: args
+            .wait
+            .map(|w| u64::try_from(w.as_millis()).unwrap_or(u64::MAX)),
     });
     send(args.opts, command).await
 }

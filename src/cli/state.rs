@@ -146,7 +146,7 @@ pub fn snapshot(state: &State, log_last_seq: u64, with_sessions: bool) -> Snapsh
                 game_id: s.game_id.to_string(),
                 status: s.status,
                 vm_id: s.vm_id.clone(),
-                started_at: format::time(s.started_at),
+                started_at: format::time(s.started.at),
             })
             .collect();
         rows.sort_by(|a, b| a.session_id.cmp(&b.session_id));

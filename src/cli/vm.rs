@@ -3,7 +3,7 @@
 
 use clap::{Args, Subcommand};
 use orchestrator_events::ids::{LabelKey, LabelValue};
-use orchestrator_events::VmId;
+use orchestrator_events::{Endpoint, Host, VmId};
 
 use super::{format, send, CliError, CommandOpts};
 use crate::domain::command::{RegisterVm, VmRef};
@@ -31,8 +31,40 @@ pub struct RegisterArgs {
     /// A label, as key=value (repeatable), matched against sessions' requirements.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = format::parse_label)]
     pub labels: Vec<(LabelKey, LabelValue)>,
+    /// The VM sends heartbeats at this interval (e.g. `5s`); it is declared lost when it misses the
+    /// cell's deadline. Absent: no heartbeats, never declared lost.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub heartbeat: Option<std::time::Duration>,
+    /// Where clients connect: a host name or IP address.
+    #[arg(long)]
+    pub address: Option<Host>,
+    /// A named port clients connect to, as name=port (repeatable; needs --address).
+    #[arg(long = "port", value_name = "NAME=PORT", requires = "address")]
+    pub ports: Vec<String>,
     #[command(flatten)]
     pub opts: CommandOpts,
+}
+
+impl RegisterArgs {
+    /// The endpoint the flags describe, if any.
+    fn endpoint(&self) -> Result<Option<Endpoint>, CliError> {
+        let Some(address) = self.address.clone() else {
+            return Ok(None);
+        };
+        let mut ports = std::collections::BTreeMap::new();
+        for p in &self.ports {
+            let bad = || {
+                CliError::Invalid(format!(
+                    "--port {p:?}: expected name=port, e.g. stream=47998"
+                ))
+            };
+            let (name, port) = p.split_once('=').ok_or_else(bad)?;
+            let name: LabelKey = name.parse().map_err(|_| bad())?;
+            let port: u16 = port.parse().map_err(|_| bad())?;
+            ports.insert(name, port);
+        }
+        Ok(Some(Endpoint { address, ports }))
+    }
 }
 
 /// `vm drain` and `vm retire`.
@@ -48,10 +80,15 @@ pub struct VmArgs {
 pub async fn run(command: VmCommand) -> Result<(), CliError> {
     match command {
         VmCommand::Register(args) => {
+            let endpoint = args.endpoint()?;
             let command = Command::RegisterVm(RegisterVm {
                 vm_id: args.vm,
                 capacity: args.capacity,
                 labels: args.labels.into_iter().collect(),
+                heartbeat_ms: args
+                    .heartbeat
+                    .map(|h| u32::try_from(h.as_millis()).unwrap_or(u32::MAX)),
+                endpoint,
             });
             send(args.opts, command).await
         }

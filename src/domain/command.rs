@@ -1,9 +1,11 @@
 //! Commands: what a caller asks the orchestrator to do. Imperative names; each accepted command yields
 //! exactly one event.
 
+use orchestrator_events::event::MAX_PORTS;
 use orchestrator_events::ids::{Labels, MAX_LABELS};
 use orchestrator_events::{
-    Actor, CommandId, EndReason, GameId, PlacementPolicy, SessionId, Timestamp, UserId, VmId,
+    Actor, CommandId, EndReason, Endpoint, GameId, PlacementPolicy, SessionId, Timestamp, UserId,
+    VmId,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -38,7 +40,18 @@ pub struct AssignVm {
     /// `packed` (the default) or `spread`; only without `vm_id`.
     #[serde(default)]
     pub policy: Option<PlacementPolicy>,
+    /// When no VM has room, wait in the placement queue up to this many milliseconds (1 to
+    /// [`MAX_WAIT_MS`]) instead of being refused with `no_capacity`; only without `vm_id`. The
+    /// session stays `starting` and is placed, first come first served, when room frees.
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
 }
+
+/// The longest a session may wait in the placement queue: one hour.
+pub const MAX_WAIT_MS: u64 = 3600 * 1000;
+
+/// The shortest and longest heartbeat interval a VM may promise, in milliseconds.
+pub const HEARTBEAT_MS_RANGE: std::ops::RangeInclusive<u32> = 100..=600_000;
 
 /// A command naming one session and nothing else (pause, resume).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -66,6 +79,40 @@ pub struct RegisterVm {
     /// Its labels.
     #[serde(default)]
     pub labels: Labels,
+    /// The interval at which it sends heartbeats, in milliseconds (100 to 600,000); absent: it sends
+    /// none and is never declared lost.
+    #[serde(default)]
+    pub heartbeat_ms: Option<u32>,
+    /// Where a session's client connects: given to the session's owner once it is placed.
+    #[serde(default)]
+    pub endpoint: Option<Endpoint>,
+}
+
+/// The orchestrator ends a session on its own (a timer, or its VM lost). Only the `system` actor
+/// sends it. `armed_seq` is the sequence of the event that armed the timer; the command is refused
+/// (`invalid_transition`) once the session has moved on, so a timer racing a user's command yields
+/// one outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ExpireSession {
+    /// The session.
+    pub session_id: SessionId,
+    /// `pause_timeout`, `placement_timeout`, `max_length` or `vm_lost`.
+    pub reason: EndReason,
+    /// The arming event: the pause (`pause_timeout`), the start or the queueing
+    /// (`placement_timeout`), the start (`max_length`), the VM's registration (`vm_lost`).
+    pub armed_seq: u64,
+}
+
+/// The orchestrator declares a VM lost after its sessions were ended. Only the `system` actor sends
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DeclareVmLost {
+    /// The VM.
+    pub vm_id: VmId,
+    /// The sequence of the registration it is the loss of.
+    pub registered_seq: u64,
+    /// When the writer last heard from it.
+    pub last_heartbeat: Option<Timestamp>,
 }
 
 /// A command naming one VM and nothing else (drain, retire).
@@ -95,6 +142,10 @@ pub enum Command {
     DrainVm(VmRef),
     /// Remove an empty VM for good.
     RetireVm(VmRef),
+    /// See [`ExpireSession`] (system only).
+    ExpireSession(ExpireSession),
+    /// See [`DeclareVmLost`] (system only).
+    DeclareVmLost(DeclareVmLost),
 }
 
 /// The names of the commands, as in `orch.<cell>.cmd.<name>` and in rejections.
@@ -121,7 +172,14 @@ impl Command {
             Command::RegisterVm(_) => "vm_register",
             Command::DrainVm(_) => "vm_drain",
             Command::RetireVm(_) => "vm_retire",
+            Command::ExpireSession(_) => "expire",
+            Command::DeclareVmLost(_) => "vm_lost",
         }
+    }
+
+    /// Whether only the orchestrator itself (the `system` actor) may send it.
+    pub fn system_only(&self) -> bool {
+        matches!(self, Command::ExpireSession(_) | Command::DeclareVmLost(_))
     }
 
     /// The session the command is about, once normalised.
@@ -131,7 +189,8 @@ impl Command {
             Command::AssignVm(AssignVm { session_id, .. })
             | Command::PauseSession(SessionRef { session_id })
             | Command::ResumeSession(SessionRef { session_id })
-            | Command::EndSession(EndSession { session_id, .. }) => Some(session_id),
+            | Command::EndSession(EndSession { session_id, .. })
+            | Command::ExpireSession(ExpireSession { session_id, .. }) => Some(session_id),
             _ => None,
         }
     }
@@ -175,6 +234,15 @@ impl Command {
             Command::AssignVm(c) if c.vm_id.is_some() && c.policy.is_some() => Err(
                 Rejection::invalid_argument("policy", "give either vm_id or policy, not both"),
             ),
+            Command::AssignVm(c) if c.vm_id.is_some() && c.wait_ms.is_some() => Err(
+                Rejection::invalid_argument("wait_ms", "only a placement by policy waits"),
+            ),
+            Command::AssignVm(AssignVm {
+                wait_ms: Some(w), ..
+            }) if *w == 0 || *w > MAX_WAIT_MS => Err(Rejection::invalid_argument(
+                "wait_ms",
+                format!("must be 1 to {MAX_WAIT_MS}"),
+            )),
             Command::AssignVm(AssignVm {
                 policy: Some(PlacementPolicy::Explicit),
                 ..
@@ -189,8 +257,44 @@ impl Command {
                         format!("must be 1 to {}", config.max_vm_capacity),
                     ));
                 }
+                if let Some(h) = c.heartbeat_ms {
+                    if !HEARTBEAT_MS_RANGE.contains(&h) {
+                        return Err(Rejection::invalid_argument(
+                            "heartbeat_ms",
+                            format!(
+                                "must be {} to {}",
+                                HEARTBEAT_MS_RANGE.start(),
+                                HEARTBEAT_MS_RANGE.end()
+                            ),
+                        ));
+                    }
+                }
+                if let Some(e) = &c.endpoint {
+                    if e.ports.len() > MAX_PORTS {
+                        return Err(Rejection::invalid_argument(
+                            "endpoint.ports",
+                            format!("at most {MAX_PORTS} ports"),
+                        ));
+                    }
+                    if e.ports.values().any(|p| *p == 0) {
+                        return Err(Rejection::invalid_argument(
+                            "endpoint.ports",
+                            "ports are 1 to 65535",
+                        ));
+                    }
+                }
                 labels_ok("labels", &c.labels)
             }
+            Command::ExpireSession(c) => match c.reason {
+                EndReason::PauseTimeout
+                | EndReason::PlacementTimeout
+                | EndReason::MaxLength
+                | EndReason::VmLost => Ok(()),
+                other => Err(Rejection::invalid_argument(
+                    "reason",
+                    format!("{} is not a timer's reason", other.as_str()),
+                )),
+            },
             _ => Ok(()),
         }
     }

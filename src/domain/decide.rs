@@ -1,9 +1,10 @@
 //! The decision: one command against the state yields one event or a rejection.
 
-use orchestrator_events::{Event, PlacementPolicy};
+use orchestrator_events::{ActorKind, EndReason, Event, PlacementPolicy, QueueWait, Timestamp};
 
 use super::command::{
-    AssignVm, Command, CommandMeta, EndSession, RegisterVm, SessionRef, StartSession, VmRef,
+    AssignVm, Command, CommandMeta, DeclareVmLost, EndSession, ExpireSession, RegisterVm,
+    SessionRef, StartSession, VmRef,
 };
 use super::idempotency::Lookup;
 use super::placement;
@@ -27,6 +28,12 @@ pub enum Decision {
 /// that leaves the same fields out matches.
 pub fn handle(state: &State, meta: &CommandMeta, command: &Command) -> Result<Decision, Rejection> {
     meta.validate()?;
+    if command.system_only() && meta.actor.kind != ActorKind::System {
+        return Err(Rejection::invalid_argument(
+            "actor.kind",
+            format!("{} is the orchestrator's own command", command.name()),
+        ));
+    }
     let digest = command.digest();
     match state
         .idempotency
@@ -42,16 +49,19 @@ pub fn handle(state: &State, meta: &CommandMeta, command: &Command) -> Result<De
     }
     let mut command = command.clone();
     command.normalise(&meta.actor, &meta.command_id);
-    decide(state, &command).map(Decision::Append)
+    decide(state, &command, meta.at).map(Decision::Append)
 }
 
-/// Decides a normalised command (see [`Command::normalise`]) against the state. Pure: no I/O, no
-/// clock, no randomness; the same state and command always give the same result.
-pub fn decide(state: &State, command: &Command) -> Result<Event, Rejection> {
+/// Decides a normalised command (see [`Command::normalise`]) against the state at time `now` (the
+/// command's, from its metadata). Pure: no I/O, no clock, no randomness; the same state, command
+/// and time always give the same result.
+pub fn decide(state: &State, command: &Command, now: Timestamp) -> Result<Event, Rejection> {
     command.validate(&state.config)?;
     match command {
         Command::StartSession(c) => start(state, c),
-        Command::AssignVm(c) => assign(state, c),
+        Command::AssignVm(c) => assign(state, c, now),
+        Command::ExpireSession(c) => expire(state, c, command),
+        Command::DeclareVmLost(c) => vm_lost(state, c, command),
         Command::PauseSession(SessionRef { session_id }) => {
             let status = status(state, session_id)?;
             if status != SessionStatus::Active {
@@ -82,8 +92,15 @@ pub fn decide(state: &State, command: &Command) -> Result<Event, Rejection> {
             vm_id,
             capacity,
             labels,
+            heartbeat_ms,
+            endpoint,
         }) => {
-            if state.vms.contains_key(vm_id) {
+            // A lost VM registers again to come back.
+            if state
+                .vms
+                .get(vm_id)
+                .is_some_and(|vm| vm.status != VmStatus::Lost)
+            {
                 return Err(Rejection::AlreadyExists {
                     entity: Entity::Vm,
                     id: vm_id.to_string(),
@@ -93,6 +110,8 @@ pub fn decide(state: &State, command: &Command) -> Result<Event, Rejection> {
                 vm_id: vm_id.clone(),
                 capacity: *capacity,
                 labels: labels.clone(),
+                heartbeat_ms: *heartbeat_ms,
+                endpoint: endpoint.clone(),
             })
         }
         Command::DrainVm(VmRef { vm_id }) => {
@@ -106,7 +125,7 @@ pub fn decide(state: &State, command: &Command) -> Result<Event, Rejection> {
                 VmStatus::Retired => Err(Rejection::VmRetired {
                     vm_id: vm_id.clone(),
                 }),
-                VmStatus::Draining => Err(Rejection::invalid_transition(
+                VmStatus::Draining | VmStatus::Lost => Err(Rejection::invalid_transition(
                     Entity::Vm,
                     vm_id.as_str(),
                     vm.status.as_str(),
@@ -122,6 +141,14 @@ pub fn decide(state: &State, command: &Command) -> Result<Event, Rejection> {
                 return Err(Rejection::VmRetired {
                     vm_id: vm_id.clone(),
                 });
+            }
+            if vm.status == VmStatus::Lost {
+                return Err(Rejection::invalid_transition(
+                    Entity::Vm,
+                    vm_id.as_str(),
+                    vm.status.as_str(),
+                    command.name(),
+                ));
             }
             if vm.used > 0 {
                 return Err(Rejection::VmNotEmpty {
@@ -187,7 +214,7 @@ fn start(state: &State, c: &StartSession) -> Result<Event, Rejection> {
     })
 }
 
-fn assign(state: &State, c: &AssignVm) -> Result<Event, Rejection> {
+fn assign(state: &State, c: &AssignVm, now: Timestamp) -> Result<Event, Rejection> {
     let current = status(state, &c.session_id)?;
     let s = match state.sessions.get(&c.session_id) {
         Some(s) if current == SessionStatus::Starting => s,
@@ -200,20 +227,105 @@ fn assign(state: &State, c: &AssignVm) -> Result<Event, Rejection> {
             ))
         }
     };
-    let (vm_id, placement) = match &c.vm_id {
+    let (vm_id, mut placement) = match &c.vm_id {
         Some(vm_id) => (
             vm_id.clone(),
             placement::explicit(&state.vms, vm_id, &s.requirements)?,
         ),
         None => {
-            let policy = c.policy.unwrap_or(PlacementPolicy::Packed);
-            let (id, p) = placement::choose(&state.vms, &s.requirements, policy)?;
-            (id.clone(), p)
+            // A queued session keeps the policy it was queued with unless the command names one.
+            let policy = c
+                .policy
+                .or(s.queued.map(|q| q.policy))
+                .unwrap_or(PlacementPolicy::Packed);
+            match placement::choose(&state.vms, &s.requirements, policy) {
+                Ok((id, p)) => (id.clone(), p),
+                Err(Rejection::NoCapacity { .. }) if c.wait_ms.is_some() && s.queued.is_none() => {
+                    let wait = c.wait_ms.unwrap_or_default();
+                    return Ok(Event::SessionQueued {
+                        session_id: c.session_id.clone(),
+                        policy,
+                        deadline: now.saturating_add(i64::try_from(wait).unwrap_or(i64::MAX)),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
         }
     };
+    if let Some(q) = s.queued {
+        placement.queued = Some(QueueWait {
+            since: q.since.at,
+            waited_ms: u64::try_from(now.saturating_sub(q.since.at)).unwrap_or(0),
+        });
+    }
     Ok(Event::SessionAssigned {
         session_id: c.session_id.clone(),
         vm_id,
         placement,
+    })
+}
+
+/// A timer or a lost VM ends a session, if the session is still where the timer found it.
+fn expire(state: &State, c: &ExpireSession, command: &Command) -> Result<Event, Rejection> {
+    let s = live(state, &c.session_id, command)?;
+    let armed = match c.reason {
+        EndReason::PauseTimeout => s.status == SessionStatus::Paused && s.since.seq == c.armed_seq,
+        EndReason::PlacementTimeout => {
+            s.status == SessionStatus::Starting
+                && match s.queued {
+                    Some(q) => q.since.seq == c.armed_seq,
+                    None => s.since.seq == c.armed_seq,
+                }
+        }
+        EndReason::MaxLength => s.started.seq == c.armed_seq,
+        EndReason::VmLost => {
+            s.status.holds_slot()
+                && s.vm_id
+                    .as_ref()
+                    .and_then(|v| state.vms.get(v))
+                    .is_some_and(|vm| vm.registered_seq == c.armed_seq)
+        }
+        // `validate` refuses the others.
+        _ => false,
+    };
+    if !armed {
+        return Err(transition_err(c.session_id.as_str(), s.status, command));
+    }
+    Ok(Event::SessionEnded {
+        session_id: c.session_id.clone(),
+        reason: c.reason,
+        vm_id: s.vm_id.clone(),
+    })
+}
+
+/// A VM whose sessions were all ended is declared lost, if it is still the incarnation that missed
+/// its heartbeats.
+fn vm_lost(state: &State, c: &DeclareVmLost, command: &Command) -> Result<Event, Rejection> {
+    let vm = state
+        .vms
+        .get(&c.vm_id)
+        .ok_or_else(|| Rejection::VmNotFound {
+            vm_id: c.vm_id.clone(),
+        })?;
+    let fits = matches!(vm.status, VmStatus::Available | VmStatus::Draining)
+        && vm.registered_seq == c.registered_seq
+        && vm.heartbeat_ms.is_some();
+    if !fits {
+        return Err(Rejection::invalid_transition(
+            Entity::Vm,
+            c.vm_id.as_str(),
+            vm.status.as_str(),
+            command.name(),
+        ));
+    }
+    if vm.used > 0 {
+        return Err(Rejection::VmNotEmpty {
+            vm_id: c.vm_id.clone(),
+            sessions: vm.used,
+        });
+    }
+    Ok(Event::VmLost {
+        vm_id: c.vm_id.clone(),
+        last_heartbeat: c.last_heartbeat,
     })
 }

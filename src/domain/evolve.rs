@@ -1,15 +1,17 @@
 //! Folding the log into the decision state.
 
-use orchestrator_events::{Envelope, Event};
+use orchestrator_events::{Envelope, Event, SessionId, Timestamp};
 
 use super::idempotency::Seen;
-use super::state::{ended_key, Session, SessionStatus, State, Vm, VmStatus};
+use super::state::{
+    ended_key, Mark, Queued, Session, SessionStatus, State, TimerIndex, Vm, VmStatus,
+};
 
 /// Applies the event stored at stream sequence `seq` to the state. Total: an event that does not fit
 /// the state (it cannot happen for events [`super::decide()`] produced) changes nothing it cannot
 /// apply, and never panics.
 pub fn evolve(state: &mut State, seq: u64, env: &Envelope) {
-    apply(state, env);
+    apply(state, seq, env);
     state.idempotency.record(
         &env.actor,
         &env.command_id,
@@ -23,7 +25,11 @@ pub fn evolve(state: &mut State, seq: u64, env: &Envelope) {
     state.last_at = env.occurred_at;
 }
 
-fn apply(state: &mut State, env: &Envelope) {
+fn apply(state: &mut State, seq: u64, env: &Envelope) {
+    let mark = Mark {
+        seq,
+        at: env.occurred_at,
+    };
     match &env.event {
         Event::SessionStarted {
             session_id,
@@ -42,9 +48,13 @@ fn apply(state: &mut State, env: &Envelope) {
                     requirements: requirements.clone(),
                     status: SessionStatus::Starting,
                     vm_id: None,
-                    started_at: env.occurred_at,
+                    started: mark,
+                    since: mark,
+                    queued: None,
                 },
             );
+            index(&mut state.timers, session_id, mark.at, Index::Starting);
+            index(&mut state.timers, session_id, mark.at, Index::Live);
             *state.live_by_user.entry(user_id.clone()).or_insert(0) += 1;
         }
         Event::SessionAssigned {
@@ -56,6 +66,9 @@ fn apply(state: &mut State, env: &Envelope) {
             if s.status != SessionStatus::Starting {
                 return;
             }
+            unindex_status(&mut state.timers, session_id, s);
+            s.queued = None;
+            s.since = mark;
             s.status = SessionStatus::Active;
             s.vm_id = Some(vm_id.clone());
             // Placement is the only reader of the requirements, and a placed session is never placed
@@ -68,20 +81,52 @@ fn apply(state: &mut State, env: &Envelope) {
         Event::SessionPaused { session_id } => set_status(
             state,
             session_id,
+            mark,
             SessionStatus::Active,
             SessionStatus::Paused,
         ),
         Event::SessionResumed { session_id } => set_status(
             state,
             session_id,
+            mark,
             SessionStatus::Paused,
             SessionStatus::Active,
         ),
+        Event::SessionQueued {
+            session_id,
+            policy,
+            deadline,
+        } => {
+            let Some(s) = state.sessions.get_mut(session_id) else {
+                return;
+            };
+            if s.status != SessionStatus::Starting || s.queued.is_some() {
+                return;
+            }
+            unindex_status(&mut state.timers, session_id, s);
+            s.queued = Some(Queued {
+                since: mark,
+                deadline: *deadline,
+                policy: *policy,
+            });
+            state.timers.queue.insert(seq, session_id.clone());
+            index(
+                &mut state.timers,
+                session_id,
+                *deadline,
+                Index::QueueDeadline,
+            );
+        }
         Event::SessionEnded { session_id, .. } => {
             // An ended session leaves the state; only the fact that its id was used stays.
             let Some(s) = state.sessions.remove(session_id) else {
                 return;
             };
+            unindex_status(&mut state.timers, session_id, &s);
+            state
+                .timers
+                .live
+                .remove(&(s.started.at, session_id.clone()));
             if s.status.holds_slot() {
                 if let Some(vm) = s.vm_id.as_ref().and_then(|v| state.vms.get_mut(v)) {
                     vm.used = vm.used.saturating_sub(1);
@@ -101,13 +146,29 @@ fn apply(state: &mut State, env: &Envelope) {
             vm_id,
             capacity,
             labels,
+            heartbeat_ms,
+            endpoint,
         } => {
-            state.vms.entry(vm_id.clone()).or_insert_with(|| Vm {
-                capacity: *capacity,
-                labels: labels.clone(),
-                status: VmStatus::Available,
-                used: 0,
-            });
+            // A lost VM comes back only by registering again, as a new incarnation.
+            if state
+                .vms
+                .get(vm_id)
+                .is_some_and(|vm| vm.status != VmStatus::Lost)
+            {
+                return;
+            }
+            state.vms.insert(
+                vm_id.clone(),
+                Vm {
+                    capacity: *capacity,
+                    labels: labels.clone(),
+                    status: VmStatus::Available,
+                    used: 0,
+                    heartbeat_ms: *heartbeat_ms,
+                    endpoint: endpoint.clone(),
+                    registered_seq: seq,
+                },
+            );
         }
         Event::VmDrained { vm_id } => {
             if let Some(vm) = state.vms.get_mut(vm_id) {
@@ -121,18 +182,65 @@ fn apply(state: &mut State, env: &Envelope) {
                 vm.status = VmStatus::Retired;
             }
         }
+        Event::VmLost { vm_id, .. } => {
+            if let Some(vm) = state.vms.get_mut(vm_id) {
+                if vm.status != VmStatus::Retired {
+                    vm.status = VmStatus::Lost;
+                }
+            }
+        }
     }
 }
 
 fn set_status(
     state: &mut State,
-    id: &orchestrator_events::SessionId,
+    id: &SessionId,
+    mark: Mark,
     from: SessionStatus,
     to: SessionStatus,
 ) {
     if let Some(s) = state.sessions.get_mut(id) {
         if s.status == from {
+            unindex_status(&mut state.timers, id, s);
             s.status = to;
+            s.since = mark;
+            if to == SessionStatus::Paused {
+                index(&mut state.timers, id, mark.at, Index::Paused);
+            }
         }
+    }
+}
+
+enum Index {
+    Starting,
+    Paused,
+    QueueDeadline,
+    Live,
+}
+
+fn index(timers: &mut TimerIndex, id: &SessionId, at: Timestamp, which: Index) {
+    let set = match which {
+        Index::Starting => &mut timers.starting,
+        Index::Paused => &mut timers.paused,
+        Index::QueueDeadline => &mut timers.queue_deadlines,
+        Index::Live => &mut timers.live,
+    };
+    set.insert((at, id.clone()));
+}
+
+/// Removes a session from the index its current status put it in (all but `live`).
+fn unindex_status(timers: &mut TimerIndex, id: &SessionId, s: &Session) {
+    match (s.status, &s.queued) {
+        (SessionStatus::Starting, Some(q)) => {
+            timers.queue.remove(&q.since.seq);
+            timers.queue_deadlines.remove(&(q.deadline, id.clone()));
+        }
+        (SessionStatus::Starting, None) => {
+            timers.starting.remove(&(s.since.at, id.clone()));
+        }
+        (SessionStatus::Paused, _) => {
+            timers.paused.remove(&(s.since.at, id.clone()));
+        }
+        _ => {}
     }
 }

@@ -326,10 +326,46 @@ pub fn check_transition(before: &State, event: &Event) -> Result<(), Violation> 
                 });
             }
         }
+        Event::SessionQueued { session_id, .. } => {
+            let s = live_session(before, ty, session_id, SessionStatus::Starting, "starting")?;
+            if s.queued.is_some() {
+                return Err(Violation::InvalidTransition {
+                    event: ty,
+                    id: session_id.to_string(),
+                    status: "queued",
+                    allowed: "starting, not queued",
+                });
+            }
+        }
+        Event::VmLost { vm_id, .. } => {
+            let vm = before.vms.get(vm_id).ok_or_else(|| Violation::UnknownVm {
+                event: ty,
+                vm_id: vm_id.clone(),
+            })?;
+            if !matches!(vm.status, VmStatus::Available | VmStatus::Draining) {
+                return Err(Violation::InvalidTransition {
+                    event: ty,
+                    id: vm_id.to_string(),
+                    status: vm.status.as_str(),
+                    allowed: "available or draining",
+                });
+            }
+            if vm.used > 0 {
+                return Err(Violation::RetiredWithSessions {
+                    vm_id: vm_id.clone(),
+                    used: vm.used,
+                });
+            }
+        }
         Event::VmRegistered {
             vm_id, capacity, ..
         } => {
-            if before.vms.contains_key(vm_id) {
+            // A lost VM registers again to come back.
+            if before
+                .vms
+                .get(vm_id)
+                .is_some_and(|vm| vm.status != VmStatus::Lost)
+            {
                 return Err(Violation::AlreadyExists {
                     event: ty,
                     id: vm_id.to_string(),
@@ -363,7 +399,7 @@ pub fn check_transition(before: &State, event: &Event) -> Result<(), Violation> 
                 event: ty,
                 vm_id: vm_id.clone(),
             })?;
-            if vm.status == VmStatus::Retired {
+            if matches!(vm.status, VmStatus::Retired | VmStatus::Lost) {
                 return Err(Violation::InvalidTransition {
                     event: ty,
                     id: vm_id.to_string(),

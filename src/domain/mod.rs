@@ -7,6 +7,7 @@
 //! - [`evolve()`]: `evolve(&mut State, seq, &Envelope)`, folding the log into the state.
 //! - [`placement`]: the `packed` and `spread` policies, with the explanation recorded in the event.
 //! - [`idempotency`]: command ids seen within a window of event time, restored by a replay.
+//! - [`timers`]: timeouts, the placement queue and lost VMs, as commands of the `system` actor.
 //! - [`invariants`]: the design's invariants as checks on a state and on an event, for tests and
 //!   `orchestrator verify`.
 //!
@@ -22,6 +23,7 @@ pub mod placement;
 pub mod rejection;
 pub mod state;
 pub mod timeline;
+pub mod timers;
 
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,6 @@
 //! Placement: which VM a session goes to.
 //!
-//! Candidates are every VM that is not retired. A candidate is eligible when it is `available`, carries
+//! Candidates are every VM that is not retired or lost. A candidate is eligible when it is `available`, carries
 //! every label the session requires, and has a free slot. `packed` (the default) picks the eligible VM
 //! with the most sessions, so whole VMs stay free to be scaled down; `spread` picks the one with the
 //! fewest, so load spreads. Ties go to the lowest VM id, so a replay always makes the same choice. The
@@ -24,7 +24,7 @@ pub fn choose<'a>(
     // (vm, load, tied)
     let mut best: Option<(&VmId, &Vm, u32)> = None;
     for (id, vm) in vms {
-        if vm.status == VmStatus::Retired {
+        if matches!(vm.status, VmStatus::Retired | VmStatus::Lost) {
             continue;
         }
         candidates += 1;
@@ -72,6 +72,7 @@ pub fn choose<'a>(
             load_before: vm.used,
             capacity: vm.capacity,
             reason,
+            queued: None,
         },
     ))
 }
@@ -96,6 +97,14 @@ pub fn explicit(
                 vm_id: vm_id.clone(),
             })
         }
+        VmStatus::Lost => {
+            return Err(Rejection::invalid_transition(
+                super::rejection::Entity::Vm,
+                vm_id.as_str(),
+                vm.status.as_str(),
+                "assign",
+            ))
+        }
         VmStatus::Available => {}
     }
     if !vm.matches(requirements) {
@@ -117,7 +126,7 @@ pub fn explicit(
     }
     let candidates = vms
         .values()
-        .filter(|v| v.status != VmStatus::Retired)
+        .filter(|v| !matches!(v.status, VmStatus::Retired | VmStatus::Lost))
         .count() as u32;
     Ok(Placement {
         policy: PlacementPolicy::Explicit,
@@ -126,5 +135,6 @@ pub fn explicit(
         load_before: vm.used,
         capacity: vm.capacity,
         reason: PlacementReason::Requested,
+        queued: None,
     })
 }

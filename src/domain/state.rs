@@ -1,8 +1,10 @@
 //! The decision state of one cell, as folded from its log by [`super::evolve()`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use orchestrator_events::{GameId, Labels, SessionId, Timestamp, UserId, VmId};
+use orchestrator_events::{
+    Endpoint, GameId, Labels, PlacementPolicy, SessionId, Timestamp, UserId, VmId,
+};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -90,6 +92,8 @@ pub enum VmStatus {
     Draining,
     /// Left the pool.
     Retired,
+    /// Missed its heartbeat deadline and left the pool; it may register again.
+    Lost,
 }
 
 impl VmStatus {
@@ -99,6 +103,7 @@ impl VmStatus {
             VmStatus::Available => "available",
             VmStatus::Draining => "draining",
             VmStatus::Retired => "retired",
+            VmStatus::Lost => "lost",
         }
     }
 }
@@ -116,8 +121,32 @@ pub struct Session {
     pub status: SessionStatus,
     /// Its VM, once assigned (kept after it ends, for the record).
     pub vm_id: Option<VmId>,
-    /// When it started.
-    pub started_at: Timestamp,
+    /// When it started, and the sequence of its start (arms the maximum length).
+    pub started: Mark,
+    /// When it entered its current status (arms the pause and placement timeouts).
+    pub since: Mark,
+    /// Set while it waits in the placement queue.
+    pub queued: Option<Queued>,
+}
+
+/// A point in the log: a stream sequence and its event's time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Mark {
+    /// The stream sequence.
+    pub seq: u64,
+    /// The event's time.
+    pub at: Timestamp,
+}
+
+/// A session's place in the placement queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Queued {
+    /// Its `SessionQueued` event.
+    pub since: Mark,
+    /// When it times out.
+    pub deadline: Timestamp,
+    /// The policy its placement uses.
+    pub policy: PlacementPolicy,
 }
 
 /// A VM as the writer needs it to decide.
@@ -131,6 +160,12 @@ pub struct Vm {
     pub status: VmStatus,
     /// Sessions it holds (active + paused).
     pub used: u32,
+    /// Its heartbeat interval in milliseconds, if it sends heartbeats.
+    pub heartbeat_ms: Option<u32>,
+    /// Where clients connect.
+    pub endpoint: Option<Endpoint>,
+    /// The sequence of its (latest) registration: arms the loss of this incarnation.
+    pub registered_seq: u64,
 }
 
 impl Vm {
@@ -163,6 +198,8 @@ pub struct State {
     pub live_by_user: HashMap<UserId, u32>,
     /// Command ids seen within the window.
     pub idempotency: Idempotency,
+    /// Deadline indexes of the timers, derived from `sessions` (see [`super::timers`]).
+    pub timers: TimerIndex,
     /// The stream sequence of the last event folded in (0: none).
     pub last_seq: u64,
     /// The time of the last event folded in.
@@ -187,6 +224,7 @@ impl State {
             vms: BTreeMap::new(),
             live_by_user: HashMap::new(),
             idempotency,
+            timers: TimerIndex::default(),
             last_seq: 0,
             last_at: 0,
         }
@@ -245,6 +283,22 @@ impl State {
     pub fn live_sessions_of(&self, user: &UserId) -> u32 {
         self.live_by_user.get(user).copied().unwrap_or(0)
     }
+}
+
+/// The sessions each timer watches, ordered by the time that arms it, so finding what is due reads
+/// only what is due. Maintained by [`super::evolve()`]; every entry is a live session.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimerIndex {
+    /// `paused` sessions by the time they paused.
+    pub paused: BTreeSet<(Timestamp, SessionId)>,
+    /// `starting` sessions not queued, by the time they started.
+    pub starting: BTreeSet<(Timestamp, SessionId)>,
+    /// Queued sessions by deadline.
+    pub queue_deadlines: BTreeSet<(Timestamp, SessionId)>,
+    /// The placement queue: queued sessions by the sequence of their `SessionQueued`, oldest first.
+    pub queue: BTreeMap<u64, SessionId>,
+    /// Live sessions by the time they started.
+    pub live: BTreeSet<(Timestamp, SessionId)>,
 }
 
 /// The key an ended session is remembered by: the first 128 bits of the SHA-256 of its id. Two ids

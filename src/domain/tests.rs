@@ -8,6 +8,7 @@
 //! - [`idempotency`]: command ids through [`super::handle`], across replays and the window.
 //! - [`invariants`]: the invariant checks catch what they claim to.
 //! - [`memory`]: what the state keeps of ended sessions and command ids.
+//! - [`timers`]: timeouts, the placement queue and lost VMs, with a controlled clock.
 //! - [`props`]: proptest over random command sequences.
 
 mod bounds;
@@ -18,4 +19,5 @@ mod memory;
 mod placement;
 mod props;
 mod sessions;
+mod timers;
 mod vms;

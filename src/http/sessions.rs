@@ -107,6 +107,7 @@ pub async fn create(
             session_id: session_id.clone(),
             vm_id: assign.vm_id,
             policy: assign.policy,
+            wait_ms: assign.wait_ms,
         });
         match commands::send(&state, principal, &assign_id, &command).await {
             Ok(a) => applied.push(a),
@@ -250,6 +251,7 @@ pub async fn assign(
         session_id: id.clone(),
         vm_id: body.vm_id,
         policy: body.policy,
+        wait_ms: body.wait_ms,
     });
     session_command(state, auth, key, id, command).await
 }

@@ -2,8 +2,8 @@
 //! unknown fields, so a misspelt field is a 400, never silently ignored.
 
 use orchestrator_events::{
-    EndReason, Envelope, EventType, GameId, Labels, PlacementPolicy, SessionId, Timestamp, UserId,
-    VmId,
+    EndReason, Endpoint, Envelope, EventType, GameId, Labels, PlacementPolicy, SessionId,
+    Timestamp, UserId, VmId,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -43,6 +43,11 @@ pub struct AssignBody {
     /// `packed` (the default) or `spread`; only without `vm_id`.
     #[serde(default)]
     pub policy: Option<PlacementPolicy>,
+    /// When no VM has room, wait in the placement queue up to this many milliseconds (1 to
+    /// 3,600,000) instead of answering 409 `no_capacity`: the answer is 202 with the queued session
+    /// and its position, and the session is placed first come, first served, as room frees.
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
 }
 
 /// `POST /v1/sessions/{id}/end`.
@@ -71,6 +76,13 @@ pub struct RegisterVmBody {
     /// Its labels.
     #[serde(default)]
     pub labels: Labels,
+    /// The interval of its heartbeats in milliseconds (100 to 600,000), published on
+    /// `orch.<cell>.heartbeat.<vm_id>`; absent: it sends none and is never declared lost.
+    #[serde(default)]
+    pub heartbeat_ms: Option<u32>,
+    /// Where a session's client connects; shown to the session's owner once placed.
+    #[serde(default)]
+    pub endpoint: Option<Endpoint>,
 }
 
 /// Query of `GET /v1/sessions`.

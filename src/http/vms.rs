@@ -31,6 +31,8 @@ pub async fn register(
         vm_id: body.vm_id,
         capacity: body.capacity,
         labels: body.labels,
+        heartbeat_ms: body.heartbeat_ms,
+        endpoint: body.endpoint,
     });
     let (command_id, _guard) = commands::command_id(&state, &auth.0, key)?;
     let applied = commands::send(&state, &auth.0, &command_id, &command).await?;

@@ -9,6 +9,7 @@
 //! | `v:<vm_id>\0<session_id>` | empty: sessions holding a slot on a VM |
 //! | `t:<status>\0<session_id>` | empty: sessions by status |
 //! | `m:<vm_id>` | [`VmView`] |
+//! | `q:<seq>` | session id: the placement queue, in the order sessions were queued |
 //! | `c:<status>` | u64: sessions per status |
 //! | `_checkpoint` | u64: the last stream sequence applied |
 //! | `_version` | u32: the projection's version ([`super::PROJECTION_VERSION`]) |
@@ -19,7 +20,7 @@ use orchestrator_events::{Envelope, Event, SessionId, UserId, VmId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::model::{SessionView, VmView};
+use super::model::{QueuedView, SessionView, VmView};
 use super::ProjectionError;
 use crate::domain::{SessionStatus, VmStatus};
 
@@ -153,6 +154,7 @@ impl<'a, K: Kv> Overlay<'a, K> {
                     vm_id: None,
                     placement: None,
                     end_reason: None,
+                    queued: None,
                     started_at: at,
                     updated_at: at,
                     last_seq: seq,
@@ -169,6 +171,9 @@ impl<'a, K: Kv> Overlay<'a, K> {
             } => {
                 let mut view = self.session(session_id, seq)?;
                 let mut vm = self.vm(vm_id, seq)?;
+                if let Some(q) = view.queued.take() {
+                    self.delete(queue_key(q.seq));
+                }
                 self.move_status(&mut view, SessionStatus::Active)?;
                 view.vm_id = Some(vm_id.clone());
                 view.placement = Some(placement.clone());
@@ -194,6 +199,9 @@ impl<'a, K: Kv> Overlay<'a, K> {
                 session_id, reason, ..
             } => {
                 let mut view = self.session(session_id, seq)?;
+                if let Some(q) = view.queued.take() {
+                    self.delete(queue_key(q.seq));
+                }
                 if view.status.holds_slot() {
                     if let Some(vm_id) = view.vm_id.clone() {
                         let mut vm = self.vm(&vm_id, seq)?;
@@ -213,9 +221,14 @@ impl<'a, K: Kv> Overlay<'a, K> {
                 vm_id,
                 capacity,
                 labels,
+                heartbeat_ms,
+                endpoint,
             } => {
-                if self.get(&vm_key(vm_id))?.is_some() {
-                    return Err(inconsistent(format!("VM {vm_id} registered twice")));
+                // A lost VM comes back by registering again.
+                if let Some(old) = self.get_as::<VmView>(&vm_key(vm_id))? {
+                    if old.status != VmStatus::Lost {
+                        return Err(inconsistent(format!("VM {vm_id} registered twice")));
+                    }
                 }
                 let vm = VmView {
                     vm_id: vm_id.clone(),
@@ -224,18 +237,45 @@ impl<'a, K: Kv> Overlay<'a, K> {
                     free: *capacity,
                     status: VmStatus::Available,
                     labels: labels.clone(),
+                    heartbeat_ms: *heartbeat_ms,
+                    endpoint: endpoint.clone(),
                     registered_at: at,
                     updated_at: at,
                     last_seq: seq,
                 };
                 self.put_as(vm_key(vm_id), &vm);
             }
-            Event::VmDrained { vm_id } | Event::VmRetired { vm_id } => {
+            Event::SessionQueued {
+                session_id,
+                deadline,
+                ..
+            } => {
+                let mut view = self.session(session_id, seq)?;
+                if view.status != SessionStatus::Starting || view.queued.is_some() {
+                    return Err(inconsistent(format!(
+                        "session {session_id} queued while {}",
+                        view.status.as_str()
+                    )));
+                }
+                view.queued = Some(QueuedView {
+                    since: at,
+                    deadline: *deadline,
+                    seq,
+                });
+                self.writes.insert(
+                    queue_key(seq),
+                    Some(session_id.as_str().as_bytes().to_vec()),
+                );
+                self.finish_session(view, at, seq);
+            }
+            Event::VmDrained { vm_id }
+            | Event::VmRetired { vm_id }
+            | Event::VmLost { vm_id, .. } => {
                 let mut vm = self.vm(vm_id, seq)?;
-                vm.status = if matches!(env.event, Event::VmDrained { .. }) {
-                    VmStatus::Draining
-                } else {
-                    VmStatus::Retired
+                vm.status = match env.event {
+                    Event::VmDrained { .. } => VmStatus::Draining,
+                    Event::VmLost { .. } => VmStatus::Lost,
+                    _ => VmStatus::Retired,
                 };
                 vm.updated_at = at;
                 vm.last_seq = seq;
@@ -317,6 +357,14 @@ pub fn status_prefix(status: SessionStatus) -> Vec<u8> {
 
 fn status_key(status: SessionStatus, id: &SessionId) -> Vec<u8> {
     [status_prefix(status).as_slice(), id.as_str().as_bytes()].concat()
+}
+
+/// The key of a session's place in the placement queue: `q:` and its `SessionQueued`'s sequence,
+/// big-endian so keys sort in queue order.
+pub fn queue_key(seq: u64) -> Vec<u8> {
+    let mut k = b"q:".to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
 }
 
 /// `m:<vm_id>`

@@ -12,11 +12,11 @@ pub mod model;
 pub mod projector;
 pub mod store;
 
-pub use model::{Capacity, SessionCounts, SessionView, VmView};
+pub use model::{Capacity, QueuedView, SessionCounts, SessionView, VmView};
 pub use store::{Opened, Projections, SessionFilter, SessionPage};
 
 /// The version of the read models' layout. Changing it makes every store rebuild from the log.
-pub const PROJECTION_VERSION: u32 = 1;
+pub const PROJECTION_VERSION: u32 = 2;
 
 /// Why a projection failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,7 @@
 //! The read models: what a reader sees of a session and of a VM.
 
 use orchestrator_events::{
-    EndReason, GameId, Labels, Placement, SessionId, Timestamp, UserId, VmId,
+    EndReason, Endpoint, GameId, Labels, Placement, SessionId, Timestamp, UserId, VmId,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -27,12 +27,25 @@ pub struct SessionView {
     pub placement: Option<Placement>,
     /// Why it ended, once ended.
     pub end_reason: Option<EndReason>,
+    /// Set while it waits in the placement queue.
+    pub queued: Option<QueuedView>,
     /// When it started (ms since the epoch).
     pub started_at: Timestamp,
     /// When it last changed.
     pub updated_at: Timestamp,
     /// The stream sequence of its last event.
     pub last_seq: u64,
+}
+
+/// A session's place in the placement queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct QueuedView {
+    /// When it was queued.
+    pub since: Timestamp,
+    /// When it ends with `placement_timeout` if still waiting.
+    pub deadline: Timestamp,
+    /// The sequence of its `SessionQueued`: its place in the first-come, first-served order.
+    pub seq: u64,
 }
 
 /// A VM as projected from the log.
@@ -50,6 +63,10 @@ pub struct VmView {
     pub status: VmStatus,
     /// Its labels.
     pub labels: Labels,
+    /// Its heartbeat interval in milliseconds, if it sends heartbeats.
+    pub heartbeat_ms: Option<u32>,
+    /// Where clients connect.
+    pub endpoint: Option<Endpoint>,
     /// When it was registered.
     pub registered_at: Timestamp,
     /// When it last changed.
@@ -67,6 +84,12 @@ pub struct Capacity {
     pub vms_draining: u32,
     /// VMs retired.
     pub vms_retired: u32,
+    /// VMs lost (missed their heartbeats).
+    pub vms_lost: u32,
+    /// Sessions waiting in the placement queue.
+    pub queued: u64,
+    /// When the longest-waiting of them was queued.
+    pub oldest_queued_since: Option<Timestamp>,
     /// Slots on available and draining VMs.
     pub capacity: u64,
     /// Slots in use.

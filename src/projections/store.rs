@@ -400,6 +400,10 @@ impl Projections {
                     c.vms_retired += 1;
                     continue;
                 }
+                VmStatus::Lost => {
+                    c.vms_lost += 1;
+                    continue;
+                }
             }
             c.capacity += u64::from(vm.capacity);
             c.used += u64::from(vm.used);
@@ -412,7 +416,32 @@ impl Projections {
                 .map(|b| apply::decode_u64(&b))
                 .unwrap_or(0);
         }
+        c.queued = self.inner.tree.scan_prefix(b"q:").count() as u64;
+        if let Some(first) = self.inner.tree.scan_prefix(b"q:").next() {
+            let (_, id) = first?;
+            let id = SessionId::parse(String::from_utf8_lossy(&id).into_owned()).map_err(|e| {
+                ProjectionError::Corrupt {
+                    key: "q:".into(),
+                    reason: e.to_string(),
+                }
+            })?;
+            c.oldest_queued_since = self.session(&id)?.and_then(|s| s.queued).map(|q| q.since);
+        }
         Ok(c)
+    }
+
+    /// A queued session's position in the placement queue (1: next to be placed), or `None` when
+    /// it is not queued.
+    pub fn queue_position(&self, view: &SessionView) -> Result<Option<u64>, ProjectionError> {
+        let Some(q) = view.queued else {
+            return Ok(None);
+        };
+        let ahead = self
+            .inner
+            .tree
+            .range(apply::queue_key(0)..apply::queue_key(q.seq))
+            .count() as u64;
+        Ok(Some(ahead + 1))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {

@@ -6,7 +6,9 @@
 //! command the subject names (see [`crate::domain::command::COMMAND_NAMES`]).
 
 use async_nats::HeaderMap;
-use orchestrator_events::{Actor, ActorKind, CommandId, Envelope};
+use orchestrator_events::{
+    Actor, ActorKind, CommandId, Envelope, Labels, PlacementPolicy, SessionId, VmId,
+};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -132,6 +134,65 @@ fn body<C: DeserializeOwned>(payload: &[u8], json: bool) -> Result<CommandReques
     }
 }
 
+/// A postcard body of the current shape, or of the shape before optional fields were added at its
+/// end (postcard has no defaults: an old client's body ends where they would start).
+fn body_or_old<C: DeserializeOwned, Old: DeserializeOwned + Into<C>>(
+    payload: &[u8],
+    json: bool,
+) -> Result<CommandRequest<C>, String> {
+    match body::<C>(payload, json) {
+        Ok(r) => Ok(r),
+        Err(e) if json => Err(e),
+        Err(e) => match body::<Old>(payload, false) {
+            Ok(r) => Ok(CommandRequest {
+                command_id: r.command_id,
+                actor: r.actor,
+                command: r.command.into(),
+            }),
+            Err(_) => Err(e),
+        },
+    }
+}
+
+/// `assign` before `wait_ms`.
+#[derive(Deserialize)]
+struct AssignVm1 {
+    session_id: SessionId,
+    vm_id: Option<VmId>,
+    policy: Option<PlacementPolicy>,
+}
+
+impl From<AssignVm1> for AssignVm {
+    fn from(c: AssignVm1) -> Self {
+        AssignVm {
+            session_id: c.session_id,
+            vm_id: c.vm_id,
+            policy: c.policy,
+            wait_ms: None,
+        }
+    }
+}
+
+/// `vm_register` before `heartbeat_ms` and `endpoint`.
+#[derive(Deserialize)]
+struct RegisterVm1 {
+    vm_id: VmId,
+    capacity: u32,
+    labels: Labels,
+}
+
+impl From<RegisterVm1> for RegisterVm {
+    fn from(c: RegisterVm1) -> Self {
+        RegisterVm {
+            vm_id: c.vm_id,
+            capacity: c.capacity,
+            labels: c.labels,
+            heartbeat_ms: None,
+            endpoint: None,
+        }
+    }
+}
+
 /// A decoded request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
@@ -158,7 +219,9 @@ pub fn parse_request(name: &str, payload: &[u8], json: bool) -> Result<Request, 
         json: bool,
         f: fn(C) -> Command,
     ) -> Result<Request, String> {
-        let r = body::<C>(payload, json)?;
+        request(body::<C>(payload, json)?, f)
+    }
+    fn request<C>(r: CommandRequest<C>, f: fn(C) -> Command) -> Result<Request, String> {
         Ok(Request {
             command_id: r.command_id,
             actor: r.actor,
@@ -167,11 +230,13 @@ pub fn parse_request(name: &str, payload: &[u8], json: bool) -> Result<Request, 
     }
     let parsed = match name {
         "start" => wrap::<StartSession>(payload, json, Command::StartSession),
-        "assign" => wrap::<AssignVm>(payload, json, Command::AssignVm),
+        "assign" => body_or_old::<AssignVm, AssignVm1>(payload, json)
+            .and_then(|r| request(r, Command::AssignVm)),
         "pause" => wrap::<SessionRef>(payload, json, Command::PauseSession),
         "resume" => wrap::<SessionRef>(payload, json, Command::ResumeSession),
         "end" => wrap::<EndSession>(payload, json, Command::EndSession),
-        "vm_register" => wrap::<RegisterVm>(payload, json, Command::RegisterVm),
+        "vm_register" => body_or_old::<RegisterVm, RegisterVm1>(payload, json)
+            .and_then(|r| request(r, Command::RegisterVm)),
         "vm_drain" => wrap::<VmRef>(payload, json, Command::DrainVm),
         "vm_retire" => wrap::<VmRef>(payload, json, Command::RetireVm),
         other => {
@@ -229,6 +294,9 @@ pub fn encode_request(
         Command::EndSession(c) => enc(command_id, actor, c, json),
         Command::RegisterVm(c) => enc(command_id, actor, c, json),
         Command::DrainVm(c) | Command::RetireVm(c) => enc(command_id, actor, c, json),
+        // The writer sends these to itself; on the wire they are refused as unknown commands.
+        Command::ExpireSession(c) => enc(command_id, actor, c, json),
+        Command::DeclareVmLost(c) => enc(command_id, actor, c, json),
     }
 }
 
@@ -278,6 +346,49 @@ mod tests {
             code(parse_request("pause", bad_id, true).unwrap_err()),
             "malformed_request"
         );
+    }
+
+    #[test]
+    fn bodies_from_before_the_optional_fields_still_decode() {
+        #[derive(Serialize)]
+        struct Old<C> {
+            command_id: CommandId,
+            actor: Actor,
+            command: C,
+        }
+        #[derive(Serialize)]
+        struct Assign1<'a>(&'a str, Option<&'a str>, Option<PlacementPolicy>);
+        #[derive(Serialize)]
+        struct Register1<'a>(&'a str, u32, Labels);
+        let assign = postcard::to_stdvec(&Old {
+            command_id: "c1".parse().unwrap(),
+            actor: Actor::user("u1"),
+            command: Assign1("s1", None, Some(PlacementPolicy::Spread)),
+        })
+        .unwrap();
+        match parse_request("assign", &assign, false).unwrap().command {
+            Command::AssignVm(a) => {
+                assert_eq!(a.policy, Some(PlacementPolicy::Spread));
+                assert_eq!(a.wait_ms, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        let register = postcard::to_stdvec(&Old {
+            command_id: "c2".parse().unwrap(),
+            actor: Actor::operator("ops"),
+            command: Register1("vm-1", 4, Labels::new()),
+        })
+        .unwrap();
+        match parse_request("vm_register", &register, false)
+            .unwrap()
+            .command
+        {
+            Command::RegisterVm(r) => {
+                assert_eq!(r.capacity, 4);
+                assert_eq!((r.heartbeat_ms, r.endpoint), (None, None));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

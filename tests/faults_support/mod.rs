@@ -56,6 +56,8 @@ pub fn cid(id: &str) -> CommandId {
 
 pub fn register(vm: &str, capacity: u32) -> Command {
     Command::RegisterVm(RegisterVm {
+        endpoint: None,
+        heartbeat_ms: None,
         vm_id: vm.parse().unwrap(),
         capacity,
         labels: Default::default(),
@@ -73,6 +75,7 @@ pub fn start(session: &str, user: &str) -> Command {
 
 pub fn assign(session: &str) -> Command {
     Command::AssignVm(AssignVm {
+        wait_ms: None,
         session_id: session.parse().unwrap(),
         vm_id: None,
         policy: None,

@@ -7,9 +7,11 @@
 //! | version | envelope fields, in order |
 //! |---|---|
 //! | 1 | event_id, command_id, occurred_at, actor, event |
-//! | 2 | event_id, command_id, command_digest, occurred_at, actor, event |
+//! | 2 | event_id, command_id, command_digest, occurred_at, actor, event (the shapes of [`v2`]) |
+//! | 3 | as 2, with the current [`Event`] |
 //!
-//! Upcasting 1 → 2 sets `command_digest` to 0 ("unknown").
+//! Upcasting 1 → 2 sets `command_digest` to 0 ("unknown"); 2 → 3 gives the fields version 3 added
+//! their empty value (no heartbeat, no endpoint, not queued).
 //!
 //! Every version's bytes are pinned by golden fixtures in `schemas/fixtures/` (one per event type and
 //! version, with the JSON each must decode to), checked by this crate's `tests/fixtures.rs`.
@@ -22,8 +24,11 @@ use serde::{Deserialize, Serialize};
 use crate::envelope::{Actor, Envelope, Timestamp};
 use crate::event::Event;
 
+mod v2;
+use v2::Event2;
+
 /// The schema version [`encode`] writes.
-pub const CURRENT_VERSION: u16 = 2;
+pub const CURRENT_VERSION: u16 = 3;
 
 /// The oldest schema version [`decode`] still reads.
 pub const OLDEST_VERSION: u16 = 1;
@@ -64,23 +69,24 @@ pub enum DecodeError {
 }
 
 #[derive(Serialize)]
-struct V2Ref<'a> {
+struct Ref<'a, E> {
     event_id: &'a str,
     command_id: &'a str,
     command_digest: u64,
     occurred_at: Timestamp,
     actor: &'a Actor,
-    event: &'a Event,
+    event: &'a E,
 }
 
+/// The envelope of versions 2 (`E` = [`Event2`]) and 3 (`E` = [`Event`]).
 #[derive(Deserialize)]
-struct V2 {
+struct Body<E> {
     event_id: String,
     command_id: String,
     command_digest: u64,
     occurred_at: Timestamp,
     actor: Actor,
-    event: Event,
+    event: E,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -89,38 +95,50 @@ struct V1 {
     command_id: String,
     occurred_at: Timestamp,
     actor: Actor,
-    event: Event,
+    event: Event2,
 }
 
-/// Encodes an envelope with the current schema version.
-pub fn encode(env: &Envelope) -> Vec<u8> {
-    let mut out = postcard::to_stdvec(&CURRENT_VERSION).expect("a u16 always encodes");
-    let body = V2Ref {
+fn encode_as<E: Serialize>(version: u16, env: &Envelope, event: &E) -> Vec<u8> {
+    let mut out = postcard::to_stdvec(&version).expect("a u16 always encodes");
+    let body = Ref {
         event_id: &env.event_id,
         command_id: &env.command_id,
         command_digest: env.command_digest,
         occurred_at: env.occurred_at,
         actor: &env.actor,
-        event: &env.event,
+        event,
     };
     // Serialising plain structs, strings and enums into a Vec cannot fail.
     out.extend(postcard::to_stdvec(&body).expect("an envelope always encodes"));
     out
 }
 
-/// Encodes an envelope as schema version 1, the first one. Only for fixtures and upcasting tests.
+/// Encodes an envelope with the current schema version.
+pub fn encode(env: &Envelope) -> Vec<u8> {
+    encode_as(CURRENT_VERSION, env, &env.event)
+}
+
+/// Encodes an envelope as schema version 2; `None` for what version 3 added. Only for fixtures and
+/// upcasting tests.
 #[doc(hidden)]
-pub fn encode_v1(env: &Envelope) -> Vec<u8> {
+pub fn encode_v2(env: &Envelope) -> Option<Vec<u8>> {
+    Some(encode_as(2, env, &Event2::from_current(&env.event)?))
+}
+
+/// Encodes an envelope as schema version 1, the first one; `None` for what version 3 added. Only
+/// for fixtures and upcasting tests.
+#[doc(hidden)]
+pub fn encode_v1(env: &Envelope) -> Option<Vec<u8>> {
     let mut out = postcard::to_stdvec(&1u16).expect("a u16 always encodes");
     let body = V1 {
         event_id: env.event_id.clone(),
         command_id: env.command_id.clone(),
         occurred_at: env.occurred_at,
         actor: env.actor.clone(),
-        event: env.event.clone(),
+        event: Event2::from_current(&env.event)?,
     };
     out.extend(postcard::to_stdvec(&body).expect("an envelope always encodes"));
-    out
+    Some(out)
 }
 
 fn body<'de, T: Deserialize<'de>>(version: u16, bytes: &'de [u8]) -> Result<T, DecodeError> {
@@ -161,13 +179,25 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
                 command_digest: 0,
                 occurred_at: v.occurred_at,
                 actor: v.actor,
-                event: v.event,
+                event: v.event.into(),
             })
         }
         2 => {
-            let v: V2 = body(2, rest)?;
+            let v: Body<Event2> = body(2, rest)?;
             Ok(Envelope {
                 schema_version: 2,
+                event_id: v.event_id,
+                command_id: v.command_id,
+                command_digest: v.command_digest,
+                occurred_at: v.occurred_at,
+                actor: v.actor,
+                event: v.event.into(),
+            })
+        }
+        3 => {
+            let v: Body<Event> = body(3, rest)?;
+            Ok(Envelope {
+                schema_version: 3,
                 event_id: v.event_id,
                 command_id: v.command_id,
                 command_digest: v.command_digest,
@@ -183,7 +213,7 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::VmId;
+    use crate::ids::{Labels, VmId};
     use proptest::prelude::*;
 
     fn sample() -> Envelope {
@@ -208,10 +238,37 @@ mod tests {
     #[test]
     fn upcasts_v1() {
         let env = sample();
-        let got = decode(&encode_v1(&env)).unwrap();
+        let got = decode(&encode_v1(&env).unwrap()).unwrap();
         assert_eq!(got.schema_version, 1);
         assert_eq!(got.command_digest, 0);
         assert_eq!(got.event, env.event);
+    }
+
+    #[test]
+    fn upcasts_v2() {
+        let env = Envelope::new(
+            "e2".into(),
+            "c2".into(),
+            42,
+            1_700_000_000_000,
+            Actor::operator("ops"),
+            Event::VmRegistered {
+                vm_id: VmId::parse("vm-1").unwrap(),
+                capacity: 4,
+                labels: Labels::new(),
+                heartbeat_ms: None,
+                endpoint: None,
+            },
+        );
+        let got = decode(&encode_v2(&env).unwrap()).unwrap();
+        assert_eq!(got.schema_version, 2);
+        assert_eq!(got.event, env.event);
+        // What version 3 added has no version 2 shape.
+        let lost = Event::VmLost {
+            vm_id: VmId::parse("vm-1").unwrap(),
+            last_heartbeat: None,
+        };
+        assert!(encode_v2(&Envelope { event: lost, ..env }).is_none());
     }
 
     #[test]
@@ -224,7 +281,7 @@ mod tests {
         let big = vec![2u8; MAX_EVENT_BYTES + 1];
         assert!(matches!(decode(&big), Err(DecodeError::TooLarge { .. })));
         // A length prefix claiming 2^32 bytes must fail, not allocate.
-        let huge = [2u8, 0xff, 0xff, 0xff, 0xff, 0x0f];
+        let huge = [3u8, 0xff, 0xff, 0xff, 0xff, 0x0f];
         assert!(matches!(decode(&huge), Err(DecodeError::Malformed { .. })));
     }
 

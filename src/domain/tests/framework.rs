@@ -52,6 +52,8 @@ pub fn labels(pairs: &[(&str, &str)]) -> Labels {
 
 pub fn vm_registered(vm: &str, capacity: u32, l: &[(&str, &str)]) -> Event {
     Event::VmRegistered {
+        endpoint: None,
+        heartbeat_ms: None,
         vm_id: vid(vm),
         capacity,
         labels: labels(l),
@@ -71,6 +73,7 @@ pub fn assigned(session: &str, vm: &str) -> Event {
         session_id: sid(session),
         vm_id: vid(vm),
         placement: Placement {
+            queued: None,
             policy: PlacementPolicy::Explicit,
             candidates: 1,
             eligible: 1,
@@ -116,6 +119,7 @@ pub fn start(session: Option<&str>, user: &str, requirements: &[(&str, &str)]) -
 }
 pub fn assign_to(session: &str, vm: &str) -> Command {
     Command::AssignVm(AssignVm {
+        wait_ms: None,
         session_id: sid(session),
         vm_id: Some(vid(vm)),
         policy: None,
@@ -123,6 +127,7 @@ pub fn assign_to(session: &str, vm: &str) -> Command {
 }
 pub fn assign_by(session: &str, policy: Option<PlacementPolicy>) -> Command {
     Command::AssignVm(AssignVm {
+        wait_ms: None,
         session_id: sid(session),
         vm_id: None,
         policy,
@@ -144,8 +149,27 @@ pub fn end(session: &str, reason: EndReason) -> Command {
         reason,
     })
 }
+pub fn assign_waiting(session: &str, wait_ms: u64) -> Command {
+    Command::AssignVm(AssignVm {
+        wait_ms: Some(wait_ms),
+        session_id: sid(session),
+        vm_id: None,
+        policy: None,
+    })
+}
+pub fn register_beating(vm: &str, capacity: u32, heartbeat_ms: u32) -> Command {
+    Command::RegisterVm(RegisterVm {
+        endpoint: None,
+        heartbeat_ms: Some(heartbeat_ms),
+        vm_id: vid(vm),
+        capacity,
+        labels: Labels::new(),
+    })
+}
 pub fn register(vm: &str, capacity: u32, l: &[(&str, &str)]) -> Command {
     Command::RegisterVm(RegisterVm {
+        endpoint: None,
+        heartbeat_ms: None,
         vm_id: vid(vm),
         capacity,
         labels: labels(l),
@@ -226,6 +250,31 @@ impl Log {
         let decision = handle(&self.state, &meta, command)?;
         if let Decision::Append(event) = &decision {
             self.append_as(meta.actor, command_id, command.digest(), at, event.clone());
+        }
+        Ok(decision)
+    }
+
+    /// Decides an automatic command as the writer does: with the `system` actor and its
+    /// deterministic id.
+    pub fn system(
+        &mut self,
+        due: &crate::domain::timers::Due,
+        at: Timestamp,
+    ) -> Result<Decision, Rejection> {
+        let meta = CommandMeta {
+            command_id: due.command_id.clone(),
+            actor: crate::domain::timers::system(),
+            at,
+        };
+        let decision = handle(&self.state, &meta, &due.command)?;
+        if let Decision::Append(event) = &decision {
+            self.append_as(
+                meta.actor,
+                due.command_id.as_str(),
+                due.command.digest(),
+                at,
+                event.clone(),
+            );
         }
         Ok(decision)
     }

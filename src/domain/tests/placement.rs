@@ -10,6 +10,9 @@ use crate::domain::{Rejection, Vm, VmStatus};
 
 fn vm(capacity: u32, used: u32, l: &[(&str, &str)]) -> Vm {
     Vm {
+        endpoint: None,
+        heartbeat_ms: None,
+        registered_seq: 0,
         capacity,
         labels: labels(l),
         status: VmStatus::Available,
@@ -39,6 +42,7 @@ fn placement(
     reason: PlacementReason,
 ) -> Placement {
     Placement {
+        queued: None,
         policy,
         candidates,
         eligible,

@@ -39,6 +39,7 @@ fn history(s: S) -> Vec<Event> {
 
 fn placement(policy: PlacementPolicy, reason: PlacementReason) -> Placement {
     Placement {
+        queued: None,
         policy,
         candidates: 1,
         eligible: 1,

@@ -79,6 +79,7 @@ fn expected(command: &str, v: V) -> Expect {
                 session_id: sid("s2"),
                 vm_id: vid("vm-1"),
                 placement: Placement {
+                    queued: None,
                     policy: PlacementPolicy::Explicit,
                     candidates: 1,
                     eligible: 1,
@@ -157,6 +158,7 @@ fn refusals_and_limits() {
                 session_id: sid("s2"),
                 vm_id: vid("vm-1"),
                 placement: Placement {
+                    queued: None,
                     policy: PlacementPolicy::Explicit,
                     candidates: 1,
                     eligible: 1,
@@ -305,6 +307,8 @@ fn refusals_and_limits() {
             "too many labels",
             vec![],
             Command::RegisterVm(RegisterVm {
+                endpoint: None,
+                heartbeat_ms: None,
                 vm_id: vid("vm-1"),
                 capacity: 2,
                 labels: n_labels(MAX_LABELS + 1),
@@ -315,11 +319,15 @@ fn refusals_and_limits() {
             "as many labels as allowed",
             vec![],
             Command::RegisterVm(RegisterVm {
+                endpoint: None,
+                heartbeat_ms: None,
                 vm_id: vid("vm-1"),
                 capacity: 2,
                 labels: n_labels(MAX_LABELS),
             }),
             ok(Event::VmRegistered {
+                endpoint: None,
+                heartbeat_ms: None,
                 vm_id: vid("vm-1"),
                 capacity: 2,
                 labels: n_labels(MAX_LABELS),
@@ -340,6 +348,7 @@ fn refusals_and_limits() {
             "vm_id and policy together",
             vec![vm_registered("vm-1", 2, &[]), started("s1", "u1", &[])],
             Command::AssignVm(AssignVm {
+                wait_ms: None,
                 session_id: sid("s1"),
                 vm_id: Some(vid("vm-1")),
                 policy: Some(PlacementPolicy::Packed),

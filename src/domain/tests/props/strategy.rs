@@ -210,6 +210,7 @@ pub(super) fn resolve(state: &State, template: Template) -> Command {
             requirements,
         }),
         Template::Assign(s, m, policy) => Command::AssignVm(AssignVm {
+            wait_ms: None,
             session_id: session(s, &[Starting]),
             vm_id: m.map(vm),
             policy,
@@ -221,6 +222,8 @@ pub(super) fn resolve(state: &State, template: Template) -> Command {
             reason,
         }),
         Template::Register(n, capacity, labels) => Command::RegisterVm(RegisterVm {
+            endpoint: None,
+            heartbeat_ms: None,
             vm_id: format!("vm{n}").parse().unwrap(),
             capacity,
             labels,
