@@ -4,10 +4,11 @@
 //! - [`history`], [`state`], [`tail`]: read the log (a session's timeline, the state at a moment,
 //!   events as they come).
 //! - [`rebuild`], [`verify`]: operate the projections; [`quarantine`]: skip an undecodable message.
-//! - [`session`], [`vm`]: send commands to the cell's writer.
+//! - [`session`], [`vm`]: send commands to the cell's writer; [`agent`]: send a VM's heartbeats.
 //! - `bench` runs [`crate::bench`].
 //! - [`format`]: how times, labels, actors and events are shown and parsed.
 
+pub mod agent;
 pub mod format;
 pub mod history;
 pub mod quarantine;
@@ -89,6 +90,8 @@ pub enum CliCommand {
     /// VM operations: register, drain, retire.
     #[command(subcommand)]
     Vm(vm::VmCommand),
+    /// Send a VM's heartbeats (the reference of the VM side, for demos and tests).
+    Agent(agent::AgentArgs),
     /// Measure the orchestrator against the raw NATS limit, on servers of its own.
     Bench(Box<crate::bench::BenchArgs>),
 }
@@ -168,6 +171,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> ExitCode {
         CliCommand::Resume(args) => session::resume(args).await,
         CliCommand::End(args) => session::end(args).await,
         CliCommand::Vm(command) => vm::run(command).await,
+        CliCommand::Agent(args) => agent::run(args, shutdown).await,
         CliCommand::Bench(args) => crate::bench::run(*args)
             .await
             .map(drop)

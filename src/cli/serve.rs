@@ -8,6 +8,7 @@ use orchestrator_events::CellId;
 use tokio_util::sync::CancellationToken;
 
 use super::CliError;
+use crate::domain::timers::TimerConfig;
 use crate::domain::DomainConfig;
 use crate::http::BridgeArgs;
 use crate::log::DEFAULT_LEASE_TTL;
@@ -78,6 +79,19 @@ pub struct ServeArgs {
     /// The writer lease's time to live: a standby takes over within about this long.
     #[arg(long, env = "ORCH_LEASE_TTL", default_value_t = DEFAULT_LEASE_TTL.into())]
     pub lease_ttl: humantime::Duration,
+    /// A paused session ends with `pause_timeout` this long after it paused (`off`: never).
+    #[arg(long, env = "ORCH_PAUSE_TIMEOUT", default_value = "10m", value_parser = parse_timeout)]
+    pub pause_timeout: Timeout,
+    /// A session ends with `max_length` this long after it started (`off`: never).
+    #[arg(long, env = "ORCH_MAX_SESSION_LENGTH", default_value = "off", value_parser = parse_timeout)]
+    pub max_session_length: Timeout,
+    /// A `starting` session that is not queued ends with `placement_timeout` this long after it
+    /// started (`off`: never). A queued session has the deadline its `wait_ms` gave.
+    #[arg(long, env = "ORCH_PLACEMENT_TIMEOUT", default_value = "10m", value_parser = parse_timeout)]
+    pub placement_timeout: Timeout,
+    /// A VM that sends heartbeats is declared lost after missing this many of its intervals.
+    #[arg(long, env = "ORCH_HEARTBEAT_MISSES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub heartbeat_misses: u32,
     /// The HTTP bridge.
     #[command(flatten)]
     pub bridge: BridgeArgs,
@@ -143,9 +157,39 @@ impl ServeArgs {
                 ..DomainConfig::default()
             },
             lease_ttl,
+            timers: TimerConfig {
+                pause_timeout_ms: self.pause_timeout.ms(),
+                max_session_ms: self.max_session_length.ms(),
+                placement_timeout_ms: self.placement_timeout.ms(),
+                heartbeat_misses: self.heartbeat_misses,
+            },
             bridge: self.bridge.clone(),
         })
     }
+}
+
+/// A timeout, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeout(pub Option<Duration>);
+
+impl Timeout {
+    fn ms(self) -> Option<i64> {
+        self.0
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+/// Parses `off` or a duration such as `10m`.
+fn parse_timeout(s: &str) -> Result<Timeout, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(Timeout(None));
+    }
+    let d =
+        humantime::parse_duration(s).map_err(|e| format!("{e}: a duration such as 10m, or off"))?;
+    if d.is_zero() {
+        return Err("0 would fire at once: use off".into());
+    }
+    Ok(Timeout(Some(d)))
 }
 
 /// Runs `serve` until `shutdown`.

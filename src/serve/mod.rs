@@ -21,6 +21,7 @@ use orchestrator_events::CellId;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::domain::timers::TimerConfig;
 use crate::domain::DomainConfig;
 use crate::http::{BridgeArgs, HttpError};
 use crate::log::{self, LogConfig, LogError, Reader};
@@ -110,6 +111,8 @@ pub struct ServeConfig {
     pub domain: DomainConfig,
     /// The writer lease's time to live.
     pub lease_ttl: Duration,
+    /// The cell's timeouts and heartbeat deadline.
+    pub timers: TimerConfig,
     /// The HTTP bridge's settings (its address, tokens, limits).
     pub bridge: BridgeArgs,
 }
@@ -334,6 +337,7 @@ async fn run_roles(
             // Snapshots go to `<data-dir>/writer/<cell>.snapshot`: the writer adds `writer/`.
             data_dir: Some(config.data_dir.clone()),
             lease_ttl: config.lease_ttl,
+            timers: config.timers,
             ..WriterConfig::new(config.cell.clone())
         };
         let writer_client = connect(url, "writer").await?;

@@ -24,6 +24,7 @@ use std::time::Duration;
 use orchestrator_events::CellId;
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::timers::TimerConfig;
 use crate::domain::DomainConfig;
 use crate::log::{self, LeaseError, LogConfig, LogError};
 
@@ -48,6 +49,10 @@ pub struct WriterConfig {
     pub max_in_flight: usize,
     /// The lease's time to live: a standby takes over within about this long.
     pub lease_ttl: Duration,
+    /// The cell's timeouts and heartbeat deadline.
+    pub timers: TimerConfig,
+    /// How often the active writer looks for due timers, lost VMs and room for queued sessions.
+    pub tick: Duration,
 }
 
 impl WriterConfig {
@@ -61,6 +66,8 @@ impl WriterConfig {
             snapshot_every: 100_000,
             max_in_flight: 512,
             lease_ttl: log::DEFAULT_LEASE_TTL,
+            timers: TimerConfig::default(),
+            tick: Duration::from_millis(100),
         }
     }
 }

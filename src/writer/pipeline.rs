@@ -25,10 +25,12 @@ use super::protocol::{self, Reply, Request};
 
 mod answers;
 mod append;
+mod automatic;
 mod snapshot;
 
 use super::recovery::{self, snapshot_path, LastEvent};
 use super::{WriterConfig, WriterError};
+use crate::domain::timers::Heartbeats;
 use crate::domain::State;
 use crate::log::{Appended, Appender, LogError, Reader};
 use snapshot::{log_snapshot, Saving};
@@ -74,6 +76,11 @@ struct Pipeline<'a> {
     since_snapshot: u64,
     /// The snapshot being saved in the background, if one is.
     saving: Option<Saving>,
+    /// The VMs' heartbeats, as this writer heard them.
+    heartbeats: Heartbeats,
+    /// The sequence at which the queue was last found with nothing to place: it is looked at again
+    /// once the state moves.
+    queue_idle_at: Option<u64>,
 }
 
 const RECENT: usize = 1024;
@@ -135,6 +142,8 @@ pub async fn lead(
         snapshot,
         since_snapshot: 0,
         saving: None,
+        heartbeats: Heartbeats::new(crate::clock::now_ms()),
+        queue_idle_at: None,
     };
     let stopped = |shutdown: &CancellationToken| {
         if shutdown.is_cancelled() {
@@ -156,6 +165,14 @@ pub async fn lead(
         .subscribe(crate::admin::writer_subject(cell))
         .await
         .map_err(|e| WriterError::Subscribe(e.to_string()))?;
+    let mut beats = client
+        .subscribe(format!("orch.{cell}.heartbeat.*"))
+        .await
+        .map_err(|e| WriterError::Subscribe(e.to_string()))?;
+    // Every VM gets a full deadline of grace from the moment this writer serves.
+    p.heartbeats = Heartbeats::new(crate::clock::now_ms());
+    let mut tick = tokio::time::interval(config.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(cell = %cell, seq = p.state.last_seq, "writer serving commands");
     let term = loop {
         p.flush_ready().await;
@@ -190,6 +207,8 @@ pub async fn lead(
                 }
             }
             Some(msg) = admin.next(), if p.inflight.is_empty() => p.on_admin(msg).await,
+            Some(msg) = beats.next() => p.on_heartbeat(&msg),
+            _ = tick.tick(), if room => p.on_tick().await,
             msg = sub.next(), if room => match msg {
                 Some(msg) => p.on_message(msg).await,
                 None => return Err(WriterError::Subscribe("command subscription closed".into())),
@@ -199,6 +218,7 @@ pub async fn lead(
     // Stop taking commands; answer those in flight.
     let _ = sub.unsubscribe().await;
     let _ = admin.unsubscribe().await;
+    let _ = beats.unsubscribe().await;
     p.drain().await;
     if let Some(saving) = p.saving.take() {
         log_snapshot(saving.await);
