@@ -5,7 +5,9 @@
 //! and reused ids happen often. A command mostly names a session in a status it applies to, resolved
 //! against the state when the step runs, so sequences go deep into every state; some name any id.
 //! Some steps retry an earlier command verbatim, and some time steps jump past the idempotency
-//! window (see [`strategy`]).
+//! window (see [`strategy`]). Tick steps let VMs send heartbeats (or not) and decide every
+//! automatic command then due, as the writer does, between the callers' commands: timers racing
+//! users in any order.
 //!
 //! Each command goes through [`handle`] as the writer does; after every step the state and the event
 //! are checked against [`invariants`], and every answer to a command id is checked against a model of
@@ -20,6 +22,7 @@ use orchestrator_events::{codec, Actor, Envelope, Timestamp};
 use proptest::prelude::*;
 
 use super::framework::{cid, T0};
+use crate::domain::timers::{self, Heartbeats, TimerConfig};
 use crate::domain::{
     evolve, handle, invariants, Command, CommandMeta, Decision, DomainConfig, State,
 };
@@ -62,9 +65,26 @@ fn run(config: DomainConfig, steps: Vec<Step>) -> Result<(), TestCaseError> {
     let mut sent: Vec<(String, usize, Command)> = Vec::new();
     let mut firsts: HashMap<(usize, String), First> = HashMap::new();
     let mut at = T0;
+    let timers = TimerConfig {
+        pause_timeout_ms: Some(600_000),
+        max_session_ms: Some(3_600_000),
+        placement_timeout_ms: Some(300_000),
+        heartbeat_misses: 3,
+    };
+    let mut beats = Heartbeats::new(T0);
 
     for (i, step) in steps.into_iter().enumerate() {
         let (command_id, actor, command) = match step {
+            Step::Tick { dt, heard } => {
+                at += dt;
+                for (n, vm) in state.vms.keys().enumerate() {
+                    if heard & (1 << (n % 8)) != 0 {
+                        beats.beat(vm.clone(), at);
+                    }
+                }
+                tick(&mut state, &mut log, &timers, &beats, at)?;
+                continue;
+            }
             Step::Send {
                 id,
                 actor,
@@ -153,6 +173,21 @@ fn run(config: DomainConfig, steps: Vec<Step>) -> Result<(), TestCaseError> {
         }
     }
 
+    // The system's ids are decided once each.
+    let system: Vec<_> = log
+        .iter()
+        .filter(|(_, e)| e.actor == timers::system())
+        .map(|(_, e)| e.command_id.as_str())
+        .collect();
+    let mut unique = system.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    prop_assert_eq!(
+        unique.len(),
+        system.len(),
+        "an automatic command applied twice"
+    );
+
     // Invariant 3 on the log itself: one event per command id of a sender within the window and the
     // newest `max_remembered_commands` accepted ids.
     let mut last_use: HashMap<(&Actor, &str), (usize, Timestamp)> = HashMap::new();
@@ -181,6 +216,73 @@ fn run(config: DomainConfig, steps: Vec<Step>) -> Result<(), TestCaseError> {
     }
     prop_assert_eq!(&replayed, &state, "a replay differs from the folded state");
     prop_assert_eq!(&decoded, &state, "a replay through the codec differs");
+    Ok(())
+}
+
+/// Decides what is due at `at` the way the writer's tick does: lost VMs, timeouts, then the queue,
+/// one command at a time against the state the last one left.
+fn tick(
+    state: &mut State,
+    log: &mut Vec<(u64, Envelope)>,
+    config: &TimerConfig,
+    beats: &Heartbeats,
+    at: Timestamp,
+) -> Result<(), TestCaseError> {
+    let mut due = beats.lost(state, config, at, usize::MAX);
+    due.extend(timers::due_timeouts(state, config, at, usize::MAX));
+    let mut due = due.into_iter();
+    let mut placements = 0;
+    loop {
+        let d = match due.next() {
+            Some(d) => d,
+            None => match timers::next_placement(state) {
+                Some(d) if placements < 100 => {
+                    placements += 1;
+                    d
+                }
+                _ => break,
+            },
+        };
+        let meta = CommandMeta {
+            command_id: d.command_id.clone(),
+            actor: timers::system(),
+            at,
+        };
+        let context = || format!("tick at {at}: {} {:?}", d.command_id, d.command);
+        match handle(state, &meta, &d.command) {
+            Ok(Decision::Append(event)) => {
+                if let Err(v) = invariants::check_transition(state, &event) {
+                    return Err(TestCaseError::fail(format!("{}: {v}", context())));
+                }
+                let seq = state.last_seq + 1;
+                let env = Envelope::new(
+                    format!("evt-{seq}"),
+                    d.command_id.to_string(),
+                    d.command.digest(),
+                    at,
+                    meta.actor.clone(),
+                    event,
+                );
+                evolve(state, seq, &env);
+                log.push((seq, env));
+            }
+            // An earlier automatic command of this tick got there first (a paused session on a
+            // lost VM): refused, nothing appended.
+            Err(r) if r.code() == "invalid_transition" => {}
+            other => {
+                return Err(TestCaseError::fail(format!("{}: {other:?}", context())));
+            }
+        }
+        if let Err(v) = invariants::check(state) {
+            return Err(TestCaseError::fail(format!("{}: {v}", context())));
+        }
+    }
+    // Nothing is left due, and no queued session could be placed.
+    prop_assert!(
+        timers::due_timeouts(state, config, at, 1).is_empty(),
+        "still due after a tick at {}",
+        at
+    );
     Ok(())
 }
 

@@ -48,11 +48,11 @@ pub(super) enum Template {
         &'static str,
         Labels,
     ),
-    Assign(Sess, Option<Machine>, Option<PlacementPolicy>),
+    Assign(Sess, Option<Machine>, Option<PlacementPolicy>, Option<u64>),
     Pause(Sess),
     Resume(Sess),
     End(Sess, EndReason),
-    Register(usize, u32, Labels),
+    Register(usize, u32, Labels, Option<u32>),
     Drain(Machine),
     Retire(Machine),
 }
@@ -68,6 +68,9 @@ pub(super) enum Step {
     },
     /// An earlier step's command id and command again, verbatim.
     Retry { which: Index, dt: i64 },
+    /// `dt` ms later, the VMs whose bit is set in `heard` send a heartbeat, then the writer decides
+    /// every automatic command due (lost VMs, timeouts, queue placements).
+    Tick { dt: i64, heard: u8 },
 }
 
 fn pick<T: Clone + std::fmt::Debug + 'static>(items: Vec<T>) -> impl Strategy<Value = T> {
@@ -120,6 +123,7 @@ pub(super) fn policy() -> impl Strategy<Value = Option<PlacementPolicy>> {
 
 pub(super) fn reason() -> impl Strategy<Value = EndReason> {
     pick(vec![
+        EndReason::MaxLength,
         EndReason::User,
         EndReason::Operator,
         EndReason::PauseTimeout,
@@ -138,22 +142,31 @@ pub(super) fn template() -> impl Strategy<Value = Template> {
             labels(0.25),
         )
             .prop_map(|(s, u, g, l)| Template::Start(s, u, g, l)),
-        5 => (sess(), prop::option::weighted(0.4, machine()), policy()).prop_map(
-            |(s, vm, policy)| {
+        5 => (
+            sess(),
+            prop::option::weighted(0.4, machine()),
+            policy(),
+            prop::option::weighted(0.3, prop_oneof![1_000..60_000u64, Just(0u64)]),
+        )
+            .prop_map(|(s, vm, policy, wait)| {
                 // A VM and a policy together is invalid: keep it rare.
                 let policy = if vm.is_some() && policy != Some(PlacementPolicy::Spread) {
                     None
                 } else {
                     policy
                 };
-                Template::Assign(s, vm, policy)
-            }
-        ),
+                Template::Assign(s, vm, policy, wait)
+            }),
         3 => sess().prop_map(Template::Pause),
         3 => sess().prop_map(Template::Resume),
         2 => (sess(), reason()).prop_map(|(s, r)| Template::End(s, r)),
-        2 => (0..VMS, prop_oneof![1 => Just(0u32), 8 => 1..=3u32], labels(0.5))
-            .prop_map(|(vm, cap, l)| Template::Register(vm, cap, l)),
+        2 => (
+            0..VMS,
+            prop_oneof![1 => Just(0u32), 8 => 1..=3u32],
+            labels(0.5),
+            prop::option::weighted(0.4, Just(1_000u32)),
+        )
+            .prop_map(|(vm, cap, l, hb)| Template::Register(vm, cap, l, hb)),
         1 => machine().prop_map(Template::Drain),
         1 => machine().prop_map(Template::Retire),
     ]
@@ -209,8 +222,8 @@ pub(super) fn resolve(state: &State, template: Template) -> Command {
             game_id: game.parse().unwrap(),
             requirements,
         }),
-        Template::Assign(s, m, policy) => Command::AssignVm(AssignVm {
-            wait_ms: None,
+        Template::Assign(s, m, policy, wait) => Command::AssignVm(AssignVm {
+            wait_ms: wait,
             session_id: session(s, &[Starting]),
             vm_id: m.map(vm),
             policy,
@@ -221,9 +234,9 @@ pub(super) fn resolve(state: &State, template: Template) -> Command {
             session_id: session(s, &[Starting, Active, Paused]),
             reason,
         }),
-        Template::Register(n, capacity, labels) => Command::RegisterVm(RegisterVm {
+        Template::Register(n, capacity, labels, heartbeat_ms) => Command::RegisterVm(RegisterVm {
             endpoint: None,
-            heartbeat_ms: None,
+            heartbeat_ms,
             vm_id: format!("vm{n}").parse().unwrap(),
             capacity,
             labels,
@@ -252,5 +265,7 @@ pub(super) fn step(window: i64) -> impl Strategy<Value = Step> {
         5 => (id, 0..3usize, dt(window), template())
             .prop_map(|(id, actor, dt, template)| Step::Send { id, actor, dt, template }),
         1 => (any::<Index>(), dt(window)).prop_map(|(which, dt)| Step::Retry { which, dt }),
+        2 => (prop_oneof![3 => 0..5_000i64, 1 => 0..1_200_000i64], any::<u8>())
+            .prop_map(|(dt, heard)| Step::Tick { dt, heard }),
     ]
 }
