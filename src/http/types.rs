@@ -21,8 +21,10 @@ pub struct StartSessionBody {
     pub user_id: Option<UserId>,
     /// Which game.
     pub game_id: GameId,
-    /// The session's id. When absent it is derived from the command id (the `Idempotency-Key`), so
-    /// a retry names the same session.
+    /// The session's id, for operators and services only: a player's start with it is refused
+    /// (422 `invalid_argument`), since a player choosing ids could learn which ones other players'
+    /// sessions use. When absent it is derived from the command id (the `Idempotency-Key`), so a
+    /// retry names the same session.
     #[serde(default)]
     pub session_id: Option<SessionId>,
     /// Labels the VM must carry, e.g. `{"region": "eu-west"}`.
