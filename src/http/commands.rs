@@ -12,6 +12,9 @@
 //! A retry of an applied command gets the writer's first event; the response is built from it the
 //! same way (same status, same events and `seq`, `replayed: true`, header `Idempotent-Replayed:
 //! true`); the state in it is read now, so it shows later changes too.
+//!
+//! The events in a response are shown as the caller may see them: a player sees no actor's id but
+//! their own ([`LogEvent::new`]).
 
 use std::time::Instant;
 
@@ -128,9 +131,11 @@ pub enum Subject {
 }
 
 /// Builds the response to applied commands: waits for the projections to reach the last event,
-/// then reads `subject`. `created` answers 201 (with `Location`) instead of 200.
+/// then reads `subject`. `created` answers 201 (with `Location`) instead of 200. The events are
+/// shown as `viewer` may see them (see [`LogEvent::new`]).
 pub async fn respond(
     state: &AppState,
+    viewer: &Principal,
     applied: Vec<Applied>,
     subject: Subject,
     created: bool,
@@ -139,7 +144,7 @@ pub async fn respond(
     let replayed = !applied.is_empty() && applied.iter().all(|a| a.duplicate);
     let events = applied
         .into_iter()
-        .map(|a| LogEvent::new(a.seq, a.event))
+        .map(|a| LogEvent::new(a.seq, a.event, viewer))
         .collect();
     let mut body = CommandResponse {
         seq,

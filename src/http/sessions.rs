@@ -136,7 +136,14 @@ pub async fn create(
             Err(e) => return Err(e),
         }
     }
-    commands::respond(&state, applied, Subject::Session(session_id), true).await
+    commands::respond(
+        &state,
+        principal,
+        applied,
+        Subject::Session(session_id),
+        true,
+    )
+    .await
 }
 
 /// `GET /v1/sessions`: a page of sessions; a player sees only their own.
@@ -195,7 +202,7 @@ async fn session_command(
     visible_session(&state, &auth, &id).await?;
     let (command_id, _guard) = commands::command_id(&state, &auth.0, key)?;
     let applied = commands::send(&state, &auth.0, &command_id, &command).await?;
-    commands::respond(&state, vec![applied], Subject::Session(id), false).await
+    commands::respond(&state, &auth.0, vec![applied], Subject::Session(id), false).await
 }
 
 /// `POST /v1/sessions/{id}/pause`.
