@@ -1,13 +1,14 @@
 //! What a player may learn through the bridge, and no more: no session id of another player (a
 //! player cannot choose ids), no operator's or service's id in the actors of their own sessions'
-//! events (history, event feed, command responses). Operators and services see all of it.
+//! events (history, event feed, command responses), no VM details in a refusal. Operators and
+//! services see all of it.
 
 mod http_support;
 
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use http_support::{read_sse, request, Harness, ALICE, GATEWAY, OPS};
+use http_support::{read_sse, request, Answer, Harness, ALICE, BOB, GATEWAY, OPS};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tower::ServiceExt;
@@ -230,4 +231,146 @@ async fn a_player_sees_other_actors_kinds_but_not_their_ids() {
         actors(&a.json["events"]),
         [json!({"kind": "operator", "id": "ops"})]
     );
+}
+
+/// The fields every problem has; a player's refusal about a VM has no others.
+const PROBLEM_FIELDS: [&str; 5] = ["type", "title", "status", "detail", "code"];
+
+fn fields(a: &Answer) -> Vec<String> {
+    a.json
+        .as_object()
+        .expect("a problem")
+        .keys()
+        .cloned()
+        .collect()
+}
+
+/// One refusal about a VM: the path and body of an assignment, and the code it gets.
+struct VmRefusal {
+    name: &'static str,
+    /// `{any}`: a session without requirements; `{us}`: one requiring `region=us`.
+    path: &'static str,
+    body: fn() -> Value,
+    status: StatusCode,
+    code: &'static str,
+    /// A field staff see and players do not.
+    field: &'static str,
+    /// The player's `detail`.
+    detail: &'static str,
+}
+
+#[rustfmt::skip]
+fn refusals() -> Vec<VmRefusal> {
+    let r = |name, path, body, status, code, field, detail| VmRefusal { name, path, body, status, code, field, detail };
+    vec![
+        r("full", "/v1/sessions/{any}/assign", || json!({"vm_id": "vm-full"}), StatusCode::CONFLICT, "vm_full", "capacity", "the VM named has no free slot"),
+        r("draining", "/v1/sessions/{any}/assign", || json!({"vm_id": "vm-draining"}), StatusCode::CONFLICT, "vm_draining", "vm_id", "the VM named takes no new sessions"),
+        r("retired", "/v1/sessions/{any}/assign", || json!({"vm_id": "vm-retired"}), StatusCode::CONFLICT, "vm_retired", "vm_id", "the VM named is retired"),
+        r("unknown", "/v1/sessions/{any}/assign", || json!({"vm_id": "vm-nope"}), StatusCode::NOT_FOUND, "vm_not_found", "vm_id", "the VM named does not exist"),
+        r("labels", "/v1/sessions/{us}/assign", || json!({"vm_id": "vm-free"}), StatusCode::CONFLICT, "requirements_not_met", "missing", "the VM named lacks labels the session requires"),
+        r("no room", "/v1/sessions/{us}/assign", || json!({}), StatusCode::CONFLICT, "no_capacity", "candidates", "no VM can take the session now"),
+    ]
+}
+
+#[tokio::test]
+async fn a_players_refusals_name_no_vm() {
+    let h = Harness::start().await;
+    h.register_vm("vm-full", 1).await;
+    h.start_session(GATEWAY, Some("carol"), true).await;
+    for (vm, then) in [("vm-draining", "drain"), ("vm-retired", "retire")] {
+        h.register_vm(vm, 2).await;
+        let a = h
+            .call("POST", &format!("/v1/vms/{vm}/{then}"), Some(OPS), None)
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    }
+    h.register_vm("vm-free", 2).await; // region=eu
+    let any = h.start_session(ALICE, None, false).await;
+    let a = h
+        .call(
+            "POST",
+            "/v1/sessions",
+            Some(ALICE),
+            Some(json!({"game_id": "chess", "requirements": {"region": "us"}})),
+        )
+        .await;
+    let us = a.json["session"]["session_id"].as_str().unwrap().to_owned();
+    let before = h.last_seq().await;
+
+    let mut failures = Vec::new();
+    for c in refusals() {
+        let path = c.path.replace("{any}", &any).replace("{us}", &us);
+        let player = h.call("POST", &path, Some(ALICE), Some((c.body)())).await;
+        if (player.status, player.code()) != (c.status, c.code) {
+            failures.push(format!(
+                "{}: player got {} {}",
+                c.name, player.status, player.text
+            ));
+            continue;
+        }
+        if !fields(&player)
+            .iter()
+            .all(|f| PROBLEM_FIELDS.contains(&f.as_str()))
+        {
+            failures.push(format!("{}: player sees {}", c.name, player.text));
+        }
+        if player.json["detail"] != c.detail || player.text.contains("vm-") {
+            failures.push(format!("{}: player's detail {}", c.name, player.text));
+        }
+        for token in [OPS, GATEWAY] {
+            let staff = h.call("POST", &path, Some(token), Some((c.body)())).await;
+            if (staff.status, staff.code()) != (c.status, c.code)
+                || staff.json.get(c.field).is_none()
+                || !staff.json["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains(match c.code {
+                        "no_capacity" => "VMs",
+                        _ => "VM vm-",
+                    })
+            {
+                failures.push(format!("{} as {token}: {}", c.name, staff.text));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "refusals:\n{}", failures.join("\n"));
+    assert_eq!(h.last_seq().await, before, "every assignment was refused");
+
+    // A start whose assignment is refused keeps the player's own fields (the session and the
+    // start's seq) and drops the VM's.
+    let a = h
+        .call(
+            "POST",
+            "/v1/sessions",
+            Some(ALICE),
+            Some(json!({"game_id": "chess", "requirements": {"region": "us"}, "assign": {}})),
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.code()),
+        (StatusCode::CONFLICT, "no_capacity"),
+        "{}",
+        a.text
+    );
+    let mut own = fields(&a);
+    own.retain(|f| !PROBLEM_FIELDS.contains(&f.as_str()));
+    own.sort();
+    assert_eq!(own, ["seq", "session_id"], "{}", a.text);
+    let detail = a.json["detail"].as_str().unwrap();
+    assert!(
+        detail.ends_with("but not assigned: no VM can take the session now"),
+        "{detail}"
+    );
+    // Bob's refusal is the same: his sessions tell him nothing about VMs either.
+    let bobs = h.start_session(BOB, None, false).await;
+    let a = h
+        .call(
+            "POST",
+            &format!("/v1/sessions/{bobs}/assign"),
+            Some(BOB),
+            Some(json!({"vm_id": "vm-full"})),
+        )
+        .await;
+    assert_eq!(a.json["detail"], "the VM named has no free slot");
+    assert!(a.json.get("vm_id").is_none() && a.json.get("capacity").is_none());
 }
