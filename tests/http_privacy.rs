@@ -1,7 +1,7 @@
 //! What a player may learn through the bridge, and no more: no session id of another player (a
 //! player cannot choose ids), no operator's or service's id in the actors of their own sessions'
-//! events (history, event feed, command responses), no VM details in a refusal. Operators and
-//! services see all of it.
+//! events (history, event feed, command responses), no VM details in a refusal, and only the status
+//! of `/readyz`. Operators and services see all of it.
 
 mod http_support;
 
@@ -373,4 +373,36 @@ async fn a_players_refusals_name_no_vm() {
         .await;
     assert_eq!(a.json["detail"], "the VM named has no free slot");
     assert!(a.json.get("vm_id").is_none() && a.json.get("capacity").is_none());
+}
+
+#[tokio::test]
+async fn readiness_tells_anyone_the_status_and_staff_the_details() {
+    let h = Harness::start().await;
+    h.register_vm("vm-1", 1).await;
+    let status_only = json!({"ready": true});
+    for (who, auth) in [
+        ("anonymous", None),
+        ("a player", Some(format!("Bearer {ALICE}"))),
+        ("an unknown token", Some("Bearer expired-token".to_owned())),
+        ("another scheme", Some("Basic YWxpY2U6eA==".to_owned())),
+    ] {
+        let mut req = request("GET", "/readyz", None, None, None);
+        if let Some(v) = auth {
+            req.headers_mut()
+                .insert("authorization", v.parse().unwrap());
+        }
+        let a = h.send(req).await;
+        assert_eq!((a.status, &a.json), (StatusCode::OK, &status_only), "{who}");
+        assert_eq!(a.header("cache-control"), "no-store", "{who}");
+        assert_eq!(a.header("vary"), "authorization", "{who}");
+    }
+    for token in [OPS, GATEWAY] {
+        let a = h.call("GET", "/readyz", Some(token), None).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        assert_eq!(a.json["ready"], true);
+        assert_eq!(a.json["nats"], "connected");
+        assert_eq!(a.json["stream_last_seq"], 1, "{token}");
+        assert!(a.json["projection_checkpoint"].is_u64());
+        assert!(a.json["projection_lag"].is_u64());
+    }
 }

@@ -262,11 +262,20 @@ pub struct Health {
     pub status: String,
 }
 
-/// `GET /readyz`.
+/// `GET /readyz`: `{"ready": true}` for anyone (a probe needs no more); with an operator's or a
+/// service's token, also how the bridge sees NATS, the stream and the projections.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Readiness {
     /// Whether the bridge can serve (NATS connected and the stream readable); 503 when not.
     pub ready: bool,
+    /// The details, for operators and services only (the same figures as `/metrics`).
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<ReadinessDetails>,
+}
+
+/// What `GET /readyz` adds for an operator or a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReadinessDetails {
     /// The NATS connection: `connected`, `pending` or `disconnected`.
     pub nats: String,
     /// The stream's last sequence, when it could be read.
