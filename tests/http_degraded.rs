@@ -1,5 +1,6 @@
 //! The bridge when parts of the system are missing: projections that lag (202 with the event but
 //! no state), no writer (503, retry with the same key), NATS gone (readiness 503, commands 503).
+//! Readiness details (NATS, lag) are asked for with an operator's token; anyone gets the status.
 
 mod http_support;
 
@@ -34,10 +35,13 @@ async fn lagging_projections_answer_202_with_the_event() {
     assert_eq!(a.json["events"][0]["type"], "VmRegistered");
     assert!(a.json.get("vm").is_none());
     assert!(a.json["pending"].as_str().unwrap().contains("/v1/vms/vm-1"));
-    // The command is applied all the same: readiness shows the projections behind the stream.
-    let r = h.call("GET", "/readyz", None, None).await;
+    // The command is applied all the same: readiness shows an operator the projections behind
+    // the stream, and anyone that the bridge is ready.
+    let r = h.call("GET", "/readyz", Some(OPS), None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json["projection_lag"], 1);
+    let r = h.call("GET", "/readyz", None, None).await;
+    assert_eq!((r.status, r.json), (StatusCode::OK, json!({"ready": true})));
 }
 
 #[tokio::test]
@@ -94,14 +98,14 @@ async fn nats_gone_makes_the_bridge_unready() {
         },
     )
     .await;
-    let r = h.call("GET", "/readyz", None, None).await;
+    let r = h.call("GET", "/readyz", Some(OPS), None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json["nats"], "connected");
 
     h.server.stop().await.expect("the server stops");
     let mut unready = None;
     for _ in 0..100 {
-        let r = h.call("GET", "/readyz", None, None).await;
+        let r = h.call("GET", "/readyz", Some(OPS), None).await;
         // A failed stream read can make it unready before the client notices the disconnection.
         if r.status == StatusCode::SERVICE_UNAVAILABLE && r.json["nats"] != "connected" {
             unready = Some(r);
@@ -113,6 +117,13 @@ async fn nats_gone_makes_the_bridge_unready() {
     assert_eq!(r.json["ready"], false);
     assert_ne!(r.json["nats"], "connected");
     assert!(r.json["stream_last_seq"].is_null());
+    assert_eq!(r.header("retry-after"), "1");
+    // Anyone else learns that it is not ready, and no more.
+    let r = h.call("GET", "/readyz", None, None).await;
+    assert_eq!(
+        (r.status, r.json),
+        (StatusCode::SERVICE_UNAVAILABLE, json!({"ready": false}))
+    );
     assert_eq!(
         h.call("GET", "/healthz", None, None).await.status,
         StatusCode::OK,

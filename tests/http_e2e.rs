@@ -188,9 +188,12 @@ async fn the_main_flow_over_tcp() {
             "missing {line:?} in\n{text}"
         );
     }
-    let (s, ready) = c.call(M::GET, "/readyz", ALICE, None).await;
+    let (s, ready) = c.call(M::GET, "/readyz", OPS, None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(ready["projection_lag"], 0);
+    // A player learns the status only.
+    let (s, ready) = c.call(M::GET, "/readyz", ALICE, None).await;
+    assert_eq!((s, ready), (StatusCode::OK, json!({"ready": true})));
     let (s, doc) = c.call(M::GET, "/openapi.json", ALICE, None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(doc, orchestrator::http::openapi::document());

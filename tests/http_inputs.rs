@@ -6,7 +6,7 @@ mod http_support;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use http_support::{args, Harness, Roles, ALICE, OPS};
+use http_support::{args, Harness, Roles, ALICE, GATEWAY, OPS};
 
 struct Case {
     name: &'static str,
@@ -75,7 +75,8 @@ fn cases() -> Vec<Case> {
         case("explicit policy", "POST", "/v1/sessions/s-1/assign", r#"{"policy": "explicit"}"#, 422, "invalid_argument"),
         Case { token: OPS, ..case("zero capacity", "POST", "/v1/vms", r#"{"vm_id": "vm-2", "capacity": 0}"#, 422, "invalid_argument") },
         Case { token: OPS, ..case("a VM twice", "POST", "/v1/vms", r#"{"vm_id": "vm-1", "capacity": 1}"#, 409, "already_exists") },
-        case("a session id taken", "POST", "/v1/sessions", r#"{"game_id": "g", "session_id": "s-1"}"#, 409, "already_exists"),
+        Case { token: GATEWAY, ..case("a session id taken", "POST", "/v1/sessions", r#"{"user_id": "alice", "game_id": "g", "session_id": "s-1"}"#, 409, "already_exists") },
+        case("a player's session id", "POST", "/v1/sessions", r#"{"game_id": "g", "session_id": "s-2"}"#, 422, "invalid_argument"),
         Case { headers: &[("idempotency-key", "has space")], ..case("bad Idempotency-Key", "POST", "/v1/sessions", r#"{"game_id": "g"}"#, 400, "malformed_request") },
         case("bad limit", "GET", "/v1/sessions?limit=abc", "", 400, "malformed_request"),
         case("unknown query parameter", "GET", "/v1/sessions?colour=red", "", 400, "malformed_request"),
@@ -94,8 +95,8 @@ async fn bad_input_gets_problems_and_appends_nothing() {
         .call(
             "POST",
             "/v1/sessions",
-            Some(ALICE),
-            Some(serde_json::json!({"game_id": "g", "session_id": "s-1"})),
+            Some(GATEWAY),
+            Some(serde_json::json!({"user_id": "alice", "game_id": "g", "session_id": "s-1"})),
         )
         .await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);

@@ -81,6 +81,17 @@ async fn a_vm_lives_through_every_route() {
         )
         .await;
     assert_eq!((a.status, a.code()), (StatusCode::CONFLICT, "vm_draining"));
+    // The player is not told which VM; the gateway is.
+    assert!(a.json.get("vm_id").is_none(), "{}", a.text);
+    let a = h
+        .call(
+            "POST",
+            &format!("/v1/sessions/{other}/assign"),
+            Some(GATEWAY),
+            Some(json!({"vm_id": "vm-b"})),
+        )
+        .await;
+    assert_eq!((a.status, a.code()), (StatusCode::CONFLICT, "vm_draining"));
     assert_eq!(a.json["vm_id"], "vm-b");
 
     let cap = h.call("GET", "/v1/capacity", Some(GATEWAY), None).await;

@@ -7,18 +7,37 @@
 //! | event feed | own sessions' events | all | all |
 //! | VMs: list, read; capacity; metrics | no (403) | yes | yes |
 //! | VMs: register, drain, retire | no (403) | yes | no (403) |
-//! | health, readiness, OpenAPI | no token needed | | |
+//! | health, readiness, OpenAPI | no token needed (readiness: status only) | | |
+//! | readiness details (lag, stream sequence) | no | yes | yes |
 
 use std::time::Instant;
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 
 use super::errors::ApiError;
 use super::state::AppState;
 use super::tokens::{Principal, Role};
 use crate::projections::SessionView;
+
+/// The bearer token of `Authorization: Bearer <token>` (the scheme in any case).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+}
+
+/// The principal of a request's bearer token on a public route, which answers without one:
+/// `None` without a token or with an unknown one (no 401, no rate limit).
+pub fn optional_principal(headers: &HeaderMap, state: &AppState) -> Option<Principal> {
+    state.get().tokens.lookup(bearer(headers)?).cloned()
+}
 
 /// The authenticated principal of a request.
 #[derive(Debug, Clone)]
@@ -28,15 +47,7 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, token) = v.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
-            .ok_or(ApiError::Unauthorized)?;
+        let token = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
         let principal = state
             .get()
             .tokens

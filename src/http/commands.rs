@@ -4,7 +4,8 @@
 //! 1. The `Idempotency-Key` (or a fresh UUID) becomes the command id; while a key's first request is
 //!    in flight in this bridge, another with the same key (same principal) gets 409.
 //! 2. The command goes to the writer through [`CommandClient::send`](crate::client::CommandClient);
-//!    a rejection becomes a problem (see [`super::errors`]), no answer a 503.
+//!    a rejection becomes a problem (see [`super::errors`]; a player's tells nothing about VMs), no
+//!    answer a 503.
 //! 3. After an accepted reply with sequence N the bridge waits until its projections reach N, then
 //!    reads the session or VM: the caller sees its own write. When that wait times out the answer
 //!    is 202 with the event but without the state.
@@ -12,6 +13,9 @@
 //! A retry of an applied command gets the writer's first event; the response is built from it the
 //! same way (same status, same events and `seq`, `replayed: true`, header `Idempotent-Replayed:
 //! true`); the state in it is read now, so it shows later changes too.
+//!
+//! The events in a response are shown as the caller may see them: a player sees no actor's id but
+//! their own ([`LogEvent::new`]).
 
 use std::time::Instant;
 
@@ -20,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use orchestrator_events::{CommandId, Envelope, SessionId, VmId};
 
-use super::errors::ApiError;
+use super::errors::{ApiError, Refusal};
 use super::idempotency::InFlightGuard;
 use super::metrics::Outcome;
 use super::state::AppState;
@@ -109,7 +113,14 @@ pub async fn send(
             if code == "unavailable" {
                 return Err(ApiError::CommandUnavailable(message));
             }
-            Err(ApiError::rejected(code, message, rejection))
+            tracing::debug!(%code, %message, "command rejected");
+            let refusal = Refusal {
+                code,
+                message,
+                rejection,
+                extra: Default::default(),
+            };
+            Err(ApiError::Rejected(Box::new(refusal.seen_by(principal))))
         }
         Err(e) => {
             metrics.record(name, Outcome::Unavailable, None, started.elapsed());
@@ -128,9 +139,11 @@ pub enum Subject {
 }
 
 /// Builds the response to applied commands: waits for the projections to reach the last event,
-/// then reads `subject`. `created` answers 201 (with `Location`) instead of 200.
+/// then reads `subject`. `created` answers 201 (with `Location`) instead of 200. The events are
+/// shown as `viewer` may see them (see [`LogEvent::new`]).
 pub async fn respond(
     state: &AppState,
+    viewer: &Principal,
     applied: Vec<Applied>,
     subject: Subject,
     created: bool,
@@ -139,7 +152,7 @@ pub async fn respond(
     let replayed = !applied.is_empty() && applied.iter().all(|a| a.duplicate);
     let events = applied
         .into_iter()
-        .map(|a| LogEvent::new(a.seq, a.event))
+        .map(|a| LogEvent::new(a.seq, a.event, viewer))
         .collect();
     let mut body = CommandResponse {
         seq,

@@ -4,7 +4,9 @@
 //! A problem carries `type` (`urn:orchestrator:problem:<code>`), `title`, `status`, `detail`, `code`
 //! (the stable code: a domain rejection's, a protocol code, or one of the bridge's own) and the
 //! fields relevant to it (a domain rejection's details, such as `vm_id` and `capacity` for
-//! `vm_full`). Internal details (NATS errors, store errors) are logged, never sent.
+//! `vm_full`). Internal details (NATS errors, store errors) are logged, never sent. A player is
+//! told nothing about VMs: a refusal about one keeps its code and status but not its fields, and
+//! its message names no VM ([`Refusal::seen_by`]).
 //!
 //! | status | code | when | what a caller does |
 //! |---|---|---|---|
@@ -41,6 +43,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::tokens::{Principal, Role};
+use crate::domain::rejection::Entity;
 use crate::domain::Rejection;
 
 /// The content type of a problem.
@@ -148,12 +152,57 @@ pub enum ApiError {
 pub struct Refusal {
     /// The stable code.
     pub code: String,
-    /// The writer's message (domain messages name only the caller's own ids).
+    /// The writer's message (for a player, one that names no VM: see [`Refusal::seen_by`]).
     pub message: String,
     /// The domain rejection, when it is one.
     pub rejection: Option<Rejection>,
     /// Fields to add to the problem (the session a start-and-assign created, say).
     pub extra: Map<String, Value>,
+}
+
+impl Refusal {
+    /// The refusal as `viewer` may see it. A player is told nothing about VMs: a refusal about a
+    /// VM (`vm_full`, `no_capacity`, `requirements_not_met`...) keeps its code, hence its status,
+    /// but loses the rejection's fields (VM ids, capacities, label keys, candidate counts) and
+    /// gets a message that names no VM. Fields the bridge added (the `session_id` and `seq` of a
+    /// start whose assignment was refused) stay: they are the player's own. Operators and services
+    /// see everything.
+    pub fn seen_by(mut self, viewer: &Principal) -> Refusal {
+        if viewer.role != Role::Player {
+            return self;
+        }
+        if let Some(message) = self.rejection.as_ref().and_then(player_message) {
+            self.message = message.to_owned();
+            self.rejection = None;
+        }
+        self
+    }
+}
+
+/// What a player is told instead of a rejection that is about VMs; `None` for the others, which
+/// name only the player's own ids (their session, their user id, their key, their fields).
+fn player_message(r: &Rejection) -> Option<&'static str> {
+    Some(match r {
+        Rejection::VmNotFound { .. } => "the VM named does not exist",
+        Rejection::VmFull { .. } => "the VM named has no free slot",
+        Rejection::VmDraining { .. } => "the VM named takes no new sessions",
+        Rejection::VmRetired { .. } => "the VM named is retired",
+        Rejection::VmNotEmpty { .. } => "the VM still holds sessions",
+        Rejection::RequirementsNotMet { .. } => "the VM named lacks labels the session requires",
+        Rejection::NoCapacity { .. } => "no VM can take the session now",
+        Rejection::AlreadyExists {
+            entity: Entity::Vm, ..
+        } => "the VM already exists",
+        Rejection::InvalidTransition {
+            entity: Entity::Vm, ..
+        } => "the command does not apply to the VM in its current state",
+        Rejection::SessionNotFound { .. }
+        | Rejection::InvalidTransition { .. }
+        | Rejection::UserQuotaExceeded { .. }
+        | Rejection::AlreadyExists { .. }
+        | Rejection::CommandIdReused { .. }
+        | Rejection::InvalidArgument { .. } => return None,
+    })
 }
 
 /// The HTTP status of a stable code (domain, protocol or bridge code).
@@ -385,6 +434,41 @@ mod tests {
         assert_eq!(p.code, "vm_full");
         assert_eq!(p.extra["vm_id"], "vm-1");
         assert_eq!(p.extra["capacity"], 2);
+    }
+
+    #[test]
+    fn a_player_is_told_nothing_about_vms() {
+        let refusal = |r: Rejection| Refusal {
+            code: r.code().into(),
+            message: r.to_string(),
+            rejection: Some(r),
+            extra: Map::new(),
+        };
+        let full = Rejection::VmFull {
+            vm_id: "vm-1".parse().unwrap(),
+            capacity: 2,
+        };
+        let player = Principal {
+            role: Role::Player,
+            id: "alice".into(),
+        };
+        let p = ApiError::Rejected(Box::new(refusal(full.clone()).seen_by(&player))).problem();
+        assert_eq!((p.status, p.code.as_str()), (409, "vm_full"));
+        assert!(p.extra.is_empty(), "{p:?}");
+        assert!(!p.detail.contains("vm-1"), "{p:?}");
+        for role in [Role::Operator, Role::Service] {
+            let staff = Principal {
+                role,
+                id: "x".into(),
+            };
+            let p = ApiError::Rejected(Box::new(refusal(full.clone()).seen_by(&staff))).problem();
+            assert_eq!(p.extra["vm_id"], "vm-1");
+            assert!(p.detail.contains("vm-1"));
+        }
+        // A refusal about the player's own things keeps its fields.
+        let own = Rejection::invalid_transition(Entity::Session, "s-1", "paused", "pause");
+        let p = ApiError::Rejected(Box::new(refusal(own).seen_by(&player))).problem();
+        assert_eq!(p.extra["current"], "paused");
     }
 
     #[test]

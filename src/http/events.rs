@@ -5,7 +5,8 @@
 //! `EventSource.onmessage` sees them all. A client resumes with `Last-Event-ID` (the next event
 //! after it) or `?from=<seq>` (that event on); with neither, only events appended from now on
 //! come. `?type=SessionStarted,SessionEnded` and `?session_id=` filter. A player sees only their own
-//! sessions' events (no VM events); operators and services see everything.
+//! sessions' events (no VM events), and of other actors only the kind
+//! ([`ActorView`](super::types::ActorView)); operators and services see everything.
 //!
 //! If the log cannot be read any more, one `event: problem` carrying a problem is sent and the
 //! feed ends: reconnect with `Last-Event-ID`. The feed also ends when the bridge shuts down.
@@ -29,6 +30,7 @@ use super::extract::ApiQuery;
 use super::feeds::FeedSlot;
 use super::sessions::visible_session;
 use super::state::AppState;
+use super::tokens::Principal;
 use super::types::{EventsQuery, LogEvent};
 use crate::log::{EventStream, LogError, StoredEvent};
 use crate::projections::Projections;
@@ -58,6 +60,8 @@ fn parse_types(s: &str) -> Result<HashSet<EventType>, ApiError> {
 struct Feed {
     events: EventStream,
     player: Option<UserId>,
+    /// Who reads the feed: what each event shows depends on it.
+    viewer: Principal,
     types: Option<HashSet<EventType>>,
     session_id: Option<SessionId>,
     store: Projections,
@@ -116,9 +120,9 @@ impl Feed {
     }
 }
 
-fn sse_event(ev: StoredEvent) -> SseEvent {
+fn sse_event(ev: StoredEvent, viewer: &Principal) -> SseEvent {
     let seq = ev.seq;
-    let data = LogEvent::new(seq, ev.envelope);
+    let data = LogEvent::new(seq, ev.envelope, viewer);
     // A LogEvent is plain data: JSON encoding cannot fail; fall back to an empty event if it did.
     SseEvent::default()
         .id(seq.to_string())
@@ -169,6 +173,7 @@ pub async fn events(
     let feed = Feed {
         events,
         player: auth.0.player(),
+        viewer: auth.0.clone(),
         types,
         session_id: q.session_id,
         store: s.store.clone(),
@@ -182,7 +187,7 @@ pub async fn events(
             match feed.events.next().await? {
                 Ok(ev) => {
                     if feed.keep(&ev).await {
-                        return Some((Ok(sse_event(ev)), Some(feed)));
+                        return Some((Ok(sse_event(ev, &feed.viewer)), Some(feed)));
                     }
                 }
                 Err(e) => return Some((Ok(problem_event(e)), None)),

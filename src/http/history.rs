@@ -13,6 +13,7 @@ use super::errors::ApiError;
 use super::extract::SessionPath;
 use super::sessions::visible_session;
 use super::state::AppState;
+use super::tokens::Principal;
 use super::types::{History, HistoryEntry, LogEvent};
 use crate::clock::now_ms;
 use crate::domain::timeline::{TimeInStatus, Timeline};
@@ -29,11 +30,12 @@ fn log_error(e: LogError) -> ApiError {
     }
 }
 
-/// Builds the timeline of a session's events (in stream order), counting an open status up to
-/// `as_of`.
+/// Builds the timeline of a session's events (in stream order) as `viewer` may see it, counting an
+/// open status up to `as_of`.
 pub fn timeline(
     events: Vec<StoredEvent>,
     as_of: Timestamp,
+    viewer: &Principal,
 ) -> (Vec<HistoryEntry>, SessionStatus, TimeInStatus) {
     let t = Timeline::of(
         events
@@ -44,7 +46,7 @@ pub fn timeline(
         .into_iter()
         .zip(&t.steps)
         .map(|(e, step)| HistoryEntry {
-            event: LogEvent::new(e.seq, e.envelope),
+            event: LogEvent::new(e.seq, e.envelope, viewer),
             stored_at: e.stored_at,
             status: step.status,
             ms_in_previous_status: step.ms_in_previous_status,
@@ -80,7 +82,7 @@ pub async fn history(
         )));
     }
     let as_of = now_ms();
-    let (events, status, time_in_status_ms) = timeline(events, as_of);
+    let (events, status, time_in_status_ms) = timeline(events, as_of, &auth.0);
     Ok(Json(History {
         session_id: id,
         status,
@@ -112,6 +114,10 @@ mod tests {
 
     #[test]
     fn counts_time_in_each_status() {
+        let viewer = Principal {
+            role: crate::http::Role::Operator,
+            id: "ops".into(),
+        };
         let s = || "s1".parse().unwrap();
         let events = vec![
             ev(
@@ -136,7 +142,7 @@ mod tests {
                 },
             ),
         ];
-        let (entries, status, t) = timeline(events.clone(), 99_999);
+        let (entries, status, t) = timeline(events.clone(), 99_999, &viewer);
         assert_eq!(status, SessionStatus::Ended);
         assert_eq!(
             t,
@@ -147,7 +153,7 @@ mod tests {
             }
         );
         assert_eq!(entries[1].ms_in_previous_status, 500);
-        let (_, status, t) = timeline(events[..3].to_vec(), 2000);
+        let (_, status, t) = timeline(events[..3].to_vec(), 2000, &viewer);
         assert_eq!(status, SessionStatus::Active);
         assert_eq!(t.active, 400, "an open status counts up to as_of");
     }

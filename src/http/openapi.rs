@@ -82,7 +82,7 @@ fn routes() -> Vec<Route> {
         r("get", "/v1/capacity", "capacity", "Capacity of the cell and sessions per status", Staff, None, (200, "Capacity", Json(schema::<Capacity>())), &[]),
         Route { query: Some(schema::<EventsQuery>()), ..r("get", "/v1/events", "events", "The log as Server-Sent Events: `id` = stream sequence, `data` = a LogEvent (a player: their own sessions' events only); open feeds are capped per caller and in all (429 `too_many_feeds`)", Anyone, None, (200, "An endless event stream; each `data:` is a LogEvent", Events), &[400, 404, 503]) },
         r("get", "/healthz", "healthz", "Liveness", Public, None, (200, "Alive", Json(schema::<Health>())), &[]),
-        r("get", "/readyz", "readyz", "Readiness: NATS connected and the stream readable (else 503, same body), with the projections' lag", Public, None, (200, "Ready", Json(schema::<Readiness>())), &[]),
+        r("get", "/readyz", "readyz", "Readiness: NATS connected and the stream readable (else 503, same body); the projections' lag for operators and services", Public, None, (200, "Ready", Json(schema::<Readiness>())), &[]),
         r("get", "/metrics", "metrics", "Prometheus metrics", Staff, None, (200, "Text format 0.0.4", Text), &[]),
         r("get", "/openapi.json", "openapi", "This document", Public, None, (200, "OpenAPI 3.1", Json(|_| schemars::json_schema!({ "type": "object" }))), &[]),
     ]
@@ -221,6 +221,11 @@ fn operation(gen: &mut SchemaGenerator, route: &Route) -> Value {
         "responses": responses,
         "security": if route.access == Access::Public { json!([]) } else { json!([{ "bearer": [] }]) },
     });
+    if route.path == "/readyz" {
+        // Public, so a probe needs no token; a token may be sent for the details.
+        op["security"] = json!([{}, { "bearer": [] }]);
+        op["description"] = json!("No token needed: the answer is then `{\"ready\": bool}` only, enough for a Kubernetes readiness probe. With an operator's or a service's token it adds `nats`, `stream_last_seq`, `projection_checkpoint` and `projection_lag`. Any other token (a player's, an unknown one) gets the short answer, never a 401, so the status depends on readiness alone.");
+    }
     match route.access {
         Access::Staff => op["description"] = json!("Needs an operator or service token."),
         Access::Operator => op["description"] = json!("Needs an operator token."),

@@ -1,18 +1,19 @@
-//! The operational routes: liveness (`/healthz`), readiness (`/readyz`) and Prometheus metrics
-//! (`/metrics`).
+//! The operational routes: liveness (`/healthz`), readiness (`/readyz`: the status for anyone, the
+//! details for operators and services) and Prometheus metrics (`/metrics`).
 
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::auth::Auth;
+use super::auth::{optional_principal, Auth};
 use super::errors::ApiError;
 use super::metrics::Gauges;
 use super::state::AppState;
-use super::types::{Health, Readiness};
+use super::tokens::Role;
+use super::types::{Health, Readiness, ReadinessDetails};
 
 /// `GET /healthz`: the process answers.
 pub async fn healthz() -> Json<Health> {
@@ -42,9 +43,16 @@ fn connection(client: &async_nats::Client) -> (&'static str, bool) {
     }
 }
 
-/// `GET /readyz`: 200 when NATS is connected and the stream can be read, else 503; reports how
-/// far the projections lag behind the stream.
-pub async fn readyz(State(state): State<AppState>) -> Response {
+/// `GET /readyz`: 200 when NATS is connected and the stream can be read, else 503.
+///
+/// The route is public, as a Kubernetes probe expects, and then answers `{"ready": bool}` only.
+/// With an operator's or a service's bearer token it also says how far the projections lag behind
+/// the stream (the figures `/metrics` shows them). Any other token (a player's, an unknown one)
+/// gets the public answer, never a 401: the status never depends on the token, so a probe
+/// configured with a stale token still reports readiness.
+pub async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let staff = optional_principal(&headers, &state)
+        .is_some_and(|p| matches!(p.role, Role::Operator | Role::Service));
     let s = state.get();
     let (nats, connected) = connection(&s.nats);
     let last = if connected {
@@ -61,10 +69,12 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     let checkpoint = s.store.checkpoint();
     let body = Readiness {
         ready: connected && last.is_some(),
-        nats: nats.into(),
-        stream_last_seq: last,
-        projection_checkpoint: checkpoint,
-        projection_lag: last.map(|l| l.saturating_sub(checkpoint)),
+        details: staff.then(|| ReadinessDetails {
+            nats: nats.into(),
+            stream_last_seq: last,
+            projection_checkpoint: checkpoint,
+            projection_lag: last.map(|l| l.saturating_sub(checkpoint)),
+        }),
     };
     let status = if body.ready {
         StatusCode::OK
@@ -72,10 +82,12 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let mut response = (status, Json(body)).into_response();
+    let headers = response.headers_mut();
+    // The body depends on the token: no shared cache may hand an operator's answer to anyone.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::VARY, HeaderValue::from_static("authorization"));
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from(1u64));
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
     }
     response
 }

@@ -52,6 +52,9 @@ pub async fn visible_session(
 /// second command's id is `<Idempotency-Key>:assign`). When the start is applied but the
 /// assignment refused, the problem carries the new `session_id` and the start's `seq`: assign it
 /// later, or retry the whole request with the same key.
+///
+/// Only operators and services may give the `session_id`; a player's session gets the id derived
+/// from the command id.
 pub async fn create(
     State(state): State<AppState>,
     auth: Auth,
@@ -75,6 +78,16 @@ pub async fn create(
             })
         }
     };
+    // A player choosing the id could tell another player's session from a free id (409 against
+    // 404 for a read): only trusted callers choose it.
+    if principal.role == Role::Player && body.session_id.is_some() {
+        return Err(ApiError::InvalidArgument {
+            field: "session_id".into(),
+            reason: "a player may not choose the session id: the orchestrator derives it from \
+                     the Idempotency-Key, so a retry names the same session"
+                .into(),
+        });
+    }
     let (command_id, _guard) = commands::command_id(&state, principal, key)?;
     let assign_id = match &body.assign {
         Some(_) => Some(
@@ -124,7 +137,14 @@ pub async fn create(
             Err(e) => return Err(e),
         }
     }
-    commands::respond(&state, applied, Subject::Session(session_id), true).await
+    commands::respond(
+        &state,
+        principal,
+        applied,
+        Subject::Session(session_id),
+        true,
+    )
+    .await
 }
 
 /// `GET /v1/sessions`: a page of sessions; a player sees only their own.
@@ -183,7 +203,7 @@ async fn session_command(
     visible_session(&state, &auth, &id).await?;
     let (command_id, _guard) = commands::command_id(&state, &auth.0, key)?;
     let applied = commands::send(&state, &auth.0, &command_id, &command).await?;
-    commands::respond(&state, vec![applied], Subject::Session(id), false).await
+    commands::respond(&state, &auth.0, vec![applied], Subject::Session(id), false).await
 }
 
 /// `POST /v1/sessions/{id}/pause`.

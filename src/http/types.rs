@@ -2,12 +2,13 @@
 //! unknown fields, so a misspelt field is a 400, never silently ignored.
 
 use orchestrator_events::{
-    EndReason, Endpoint, Envelope, EventType, GameId, Labels, PlacementPolicy, SessionId,
-    Timestamp, UserId, VmId,
+    Actor, ActorKind, EndReason, Endpoint, Envelope, Event, EventType, GameId, Labels,
+    PlacementPolicy, SessionId, Timestamp, UserId, VmId,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::tokens::{Principal, Role};
 use crate::domain::SessionStatus;
 use crate::projections::{SessionView, VmView};
 
@@ -21,8 +22,10 @@ pub struct StartSessionBody {
     pub user_id: Option<UserId>,
     /// Which game.
     pub game_id: GameId,
-    /// The session's id. When absent it is derived from the command id (the `Idempotency-Key`), so
-    /// a retry names the same session.
+    /// The session's id, for operators and services only: a player's start with it is refused
+    /// (422 `invalid_argument`), since a player choosing ids could learn which ones other players'
+    /// sessions use. When absent it is derived from the command id (the `Idempotency-Key`), so a
+    /// retry names the same session.
     #[serde(default)]
     pub session_id: Option<SessionId>,
     /// Labels the VM must carry, e.g. `{"region": "eu-west"}`.
@@ -115,7 +118,40 @@ pub struct EventsQuery {
     pub session_id: Option<SessionId>,
 }
 
+/// An actor as the bridge shows it: the JSON of the log's actor
+/// (`{"kind": "user", "id": "alice"}`), except that `id` may be left out.
+///
+/// A player is shown the ids of no one but themselves: on their own sessions, an event an operator,
+/// a service or the orchestrator caused shows only its kind (`{"kind": "operator"}`), so that a
+/// player does not learn operators' logins or services' names. Operators and services see every id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Actor")]
+pub struct ActorView {
+    /// What kind of actor.
+    pub kind: ActorKind,
+    /// The actor's id (a user id, an operator's login, a service's name). Left out when a player
+    /// reads an event another actor caused: players see no one's id but their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub id: Option<String>,
+}
+
+impl ActorView {
+    /// `actor` as `viewer` may see it.
+    pub fn seen_by(actor: Actor, viewer: &Principal) -> Self {
+        let hidden = viewer.role == Role::Player
+            && !(actor.kind == ActorKind::User && actor.id == viewer.id);
+        Self {
+            kind: actor.kind,
+            id: (!hidden).then_some(actor.id),
+        }
+    }
+}
+
 /// An event as the bridge shows it: the envelope, its stream sequence and its type.
+///
+/// The fields are the envelope's (as in the log's JSON), except `actor`, whose `id` a player sees
+/// only when the actor is themselves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct LogEvent {
     /// Its stream sequence (the SSE `id`).
@@ -123,18 +159,44 @@ pub struct LogEvent {
     /// Its type, e.g. `SessionStarted`.
     #[serde(rename = "type")]
     pub event_type: EventType,
-    /// The envelope: schema version, ids, time, actor and the event itself.
-    #[serde(flatten)]
-    pub envelope: Envelope,
+    /// The schema version the event was written with (older versions are upcast when read).
+    pub schema_version: u16,
+    /// A unique id for the event.
+    pub event_id: String,
+    /// The id of the command that produced it (the idempotency key).
+    pub command_id: String,
+    /// A digest of the command's body (0 when unknown: events of schema version 1).
+    pub command_digest: u64,
+    /// When the writer decided, in milliseconds since the Unix epoch.
+    pub occurred_at: Timestamp,
+    /// Who issued the command; a player sees another actor's kind only.
+    pub actor: ActorView,
+    /// What happened.
+    pub event: Event,
 }
 
 impl LogEvent {
-    /// The event at `seq`.
-    pub fn new(seq: u64, envelope: Envelope) -> Self {
+    /// The event at `seq`, as `viewer` may see it.
+    pub fn new(seq: u64, envelope: Envelope, viewer: &Principal) -> Self {
+        let Envelope {
+            schema_version,
+            event_id,
+            command_id,
+            command_digest,
+            occurred_at,
+            actor,
+            event,
+        } = envelope;
         Self {
             seq,
-            event_type: envelope.event.event_type(),
-            envelope,
+            event_type: event.event_type(),
+            schema_version,
+            event_id,
+            command_id,
+            command_digest,
+            occurred_at,
+            actor: ActorView::seen_by(actor, viewer),
+            event,
         }
     }
 }
@@ -212,11 +274,20 @@ pub struct Health {
     pub status: String,
 }
 
-/// `GET /readyz`.
+/// `GET /readyz`: `{"ready": true}` for anyone (a probe needs no more); with an operator's or a
+/// service's token, also how the bridge sees NATS, the stream and the projections.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Readiness {
     /// Whether the bridge can serve (NATS connected and the stream readable); 503 when not.
     pub ready: bool,
+    /// The details, for operators and services only (the same figures as `/metrics`).
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<ReadinessDetails>,
+}
+
+/// What `GET /readyz` adds for an operator or a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReadinessDetails {
     /// The NATS connection: `connected`, `pending` or `disconnected`.
     pub nats: String,
     /// The stream's last sequence, when it could be read.
@@ -225,4 +296,52 @@ pub struct Readiness {
     pub projection_checkpoint: u64,
     /// Events not yet projected, when the stream could be read.
     pub projection_lag: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(role: Role, id: &str) -> Principal {
+        Principal {
+            role,
+            id: id.into(),
+        }
+    }
+
+    #[test]
+    fn a_player_sees_no_id_but_their_own() {
+        let alice = principal(Role::Player, "alice");
+        let shown = |actor: Actor, viewer: &Principal| {
+            serde_json::to_value(ActorView::seen_by(actor, viewer)).unwrap()
+        };
+        let me = serde_json::json!({"kind": "user", "id": "alice"});
+        assert_eq!(shown(Actor::user("alice"), &alice), me);
+        for (actor, kind) in [
+            (Actor::operator("ops"), "operator"),
+            (Actor::service("gateway"), "service"),
+            (Actor::system("orchestrator"), "system"),
+            (Actor::user("bob"), "user"),
+        ] {
+            assert_eq!(
+                shown(actor.clone(), &alice),
+                serde_json::json!({ "kind": kind })
+            );
+            for staff in [
+                principal(Role::Operator, "ops"),
+                principal(Role::Service, "gateway"),
+            ] {
+                assert_eq!(
+                    shown(actor.clone(), &staff),
+                    serde_json::to_value(&actor).unwrap(),
+                    "{staff:?} sees every id"
+                );
+            }
+        }
+        // An operator whose login is the player's id is still not the player.
+        assert_eq!(
+            shown(Actor::operator("alice"), &alice),
+            serde_json::json!({"kind": "operator"})
+        );
+    }
 }

@@ -36,7 +36,7 @@ pub async fn register(
     });
     let (command_id, _guard) = commands::command_id(&state, &auth.0, key)?;
     let applied = commands::send(&state, &auth.0, &command_id, &command).await?;
-    commands::respond(&state, vec![applied], Subject::Vm(vm_id), true).await
+    commands::respond(&state, &auth.0, vec![applied], Subject::Vm(vm_id), true).await
 }
 
 /// `GET /v1/vms` (operator, service).
@@ -72,7 +72,7 @@ async fn vm_command(
     auth.require_operator()?;
     let (command_id, _guard) = commands::command_id(&state, &auth.0, key)?;
     let applied = commands::send(&state, &auth.0, &command_id, &command).await?;
-    commands::respond(&state, vec![applied], Subject::Vm(vm_id), false).await
+    commands::respond(&state, &auth.0, vec![applied], Subject::Vm(vm_id), false).await
 }
 
 /// `POST /v1/vms/{id}/drain` (operator).
