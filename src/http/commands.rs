@@ -22,7 +22,7 @@ use std::time::Instant;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use orchestrator_events::{CommandId, Envelope, SessionId, VmId};
+use orchestrator_events::{CommandId, Envelope, Event, SessionId, VmId};
 
 use super::errors::{ApiError, Refusal};
 use super::idempotency::InFlightGuard;
@@ -139,7 +139,8 @@ pub enum Subject {
 }
 
 /// Builds the response to applied commands: waits for the projections to reach the last event,
-/// then reads `subject`. `created` answers 201 (with `Location`) instead of 200. The events are
+/// then reads `subject`. `created` answers 201 (with `Location`) instead of 200; a session that
+/// was queued (its last event is `SessionQueued`) answers 202, with its place in the queue. The events are
 /// shown as `viewer` may see them (see [`LogEvent::new`]).
 pub async fn respond(
     state: &AppState,
@@ -150,6 +151,9 @@ pub async fn respond(
 ) -> Result<Response, ApiError> {
     let seq = applied.iter().map(|a| a.seq).max().unwrap_or(0);
     let replayed = !applied.is_empty() && applied.iter().all(|a| a.duplicate);
+    let queued = applied
+        .last()
+        .is_some_and(|a| matches!(a.event.event, Event::SessionQueued { .. }));
     let events = applied
         .into_iter()
         .map(|a| LogEvent::new(a.seq, a.event, viewer))
@@ -174,7 +178,9 @@ pub async fn respond(
                 Subject::Vm(id) => store.vm(id).map(|v| body.vm = v),
             };
             read.map_err(|e| ApiError::Internal(format!("reading after seq {seq}: {e}")))?;
-            if created {
+            if queued {
+                StatusCode::ACCEPTED
+            } else if created {
                 StatusCode::CREATED
             } else {
                 StatusCode::OK

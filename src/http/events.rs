@@ -22,7 +22,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
-use orchestrator_events::{Event, EventType, SessionId, UserId};
+use orchestrator_events::{Endpoint, Event, EventType, SessionId, UserId};
 
 use super::auth::Auth;
 use super::errors::ApiError;
@@ -120,9 +120,23 @@ impl Feed {
     }
 }
 
-fn sse_event(ev: StoredEvent, viewer: &Principal) -> SseEvent {
+/// Where the client of an assigned session connects: the VM's endpoint, from the projections
+/// (which have the VM's registration by the time they reach the assignment).
+async fn endpoint(store: Projections, wait: Duration, ev: &StoredEvent) -> Option<Endpoint> {
+    let Event::SessionAssigned { vm_id, .. } = &ev.envelope.event else {
+        return None;
+    };
+    let mut vm = store.vm(vm_id).ok().flatten();
+    if vm.is_none() && store.wait_for(ev.seq, wait).await.is_ok() {
+        vm = store.vm(vm_id).ok().flatten();
+    }
+    vm.and_then(|v| v.endpoint)
+}
+
+fn sse_event(ev: StoredEvent, viewer: &Principal, endpoint: Option<Endpoint>) -> SseEvent {
     let seq = ev.seq;
-    let data = LogEvent::new(seq, ev.envelope, viewer);
+    let mut data = LogEvent::new(seq, ev.envelope, viewer);
+    data.endpoint = endpoint;
     // A LogEvent is plain data: JSON encoding cannot fail; fall back to an empty event if it did.
     SseEvent::default()
         .id(seq.to_string())
@@ -187,7 +201,8 @@ pub async fn events(
             match feed.events.next().await? {
                 Ok(ev) => {
                     if feed.keep(&ev).await {
-                        return Some((Ok(sse_event(ev, &feed.viewer)), Some(feed)));
+                        let endpoint = endpoint(feed.store.clone(), feed.wait, &ev).await;
+                        return Some((Ok(sse_event(ev, &feed.viewer, endpoint)), Some(feed)));
                     }
                 }
                 Err(e) => return Some((Ok(problem_event(e)), None)),

@@ -11,6 +11,9 @@
 //! | `orch_sessions` | gauge | `status` |
 //! | `orch_capacity_slots`, `orch_capacity_used_slots`, `orch_capacity_free_slots` | gauge | |
 //! | `orch_vm_capacity_slots`, `orch_vm_used_slots`, `orch_vm_free_slots` | gauge | `vm_id`, `status` |
+//! | `orch_vms` | gauge | `status` (`available`, `draining`, `retired`, `lost`) |
+//! | `orch_queue_sessions`, `orch_queue_oldest_wait_seconds` | gauge | |
+//! | `orch_sessions_ended_total` | counter (from the log) | `reason` |
 //!
 //! The counters and the histogram are this bridge's own (each bridge of many counts what it served);
 //! the gauges are read from the projections and the stream when scraped.
@@ -87,6 +90,8 @@ pub struct Gauges {
     pub capacity: Option<Capacity>,
     /// Every VM, when the store could be read.
     pub vms: Vec<VmView>,
+    /// The time of the scrape, in milliseconds since the epoch (for the queue's oldest wait).
+    pub now_ms: i64,
 }
 
 impl Metrics {
@@ -247,6 +252,45 @@ impl Metrics {
                 "Free slots on available VMs (placeable).",
                 cap.placeable as f64,
             );
+            header(&mut out, "orch_vms", "gauge", "VMs by status.");
+            for (status, n) in [
+                ("available", cap.vms_available),
+                ("draining", cap.vms_draining),
+                ("retired", cap.vms_retired),
+                ("lost", cap.vms_lost),
+            ] {
+                sample(&mut out, "orch_vms", &[("status", status)], f64::from(n));
+            }
+            gauge(
+                &mut out,
+                "orch_queue_sessions",
+                "Sessions waiting in the placement queue.",
+                cap.queued as f64,
+            );
+            let oldest = cap
+                .oldest_queued_since
+                .map(|since| (g.now_ms - since).max(0) as f64 / 1000.0)
+                .unwrap_or(0.0);
+            gauge(
+                &mut out,
+                "orch_queue_oldest_wait_seconds",
+                "How long the longest-waiting queued session has waited (0: none waits).",
+                oldest,
+            );
+            header(
+                &mut out,
+                "orch_sessions_ended_total",
+                "counter",
+                "Sessions ended, by reason, over the whole log (automatic ones: pause_timeout, placement_timeout, max_length, vm_lost).",
+            );
+            for (reason, n) in &cap.ended_by_reason {
+                sample(
+                    &mut out,
+                    "orch_sessions_ended_total",
+                    &[("reason", reason)],
+                    *n as f64,
+                );
+            }
         }
         for (name, help, value) in [
             (

@@ -108,6 +108,7 @@ pub async fn metrics(State(state): State<AppState>, auth: Auth) -> Result<Respon
         stream_last_seq,
         checkpoint: s.store.checkpoint(),
         capacity: s.store.capacity().ok(),
+        now_ms: crate::clock::now_ms(),
         vms: s.store.vms().unwrap_or_default(),
     };
     let text = s.metrics.render(&gauges);

@@ -173,6 +173,10 @@ pub struct LogEvent {
     pub actor: ActorView,
     /// What happened.
     pub event: Event,
+    /// For a `SessionAssigned` in the event feed: where the session's client connects (the VM's
+    /// endpoint), when the VM gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<Endpoint>,
 }
 
 impl LogEvent {
@@ -197,15 +201,18 @@ impl LogEvent {
             occurred_at,
             actor: ActorView::seen_by(actor, viewer),
             event,
+            endpoint: None,
         }
     }
 }
 
 /// The answer to a command: its event(s), and the new state read with read-your-writes.
 ///
-/// Status 201 (created) or 200 when the state shows the command's effect; 202 when the projections
-/// did not catch up within `--read-your-writes-timeout`: the command **is** applied (`events`,
-/// `seq`), but `session`/`vm` are absent and `pending` says so; read the resource again later.
+/// Status 201 (created) or 200 when the state shows the command's effect; 202 when the session was
+/// queued (its last event is `SessionQueued`; `session.queued` and `session.queue_position` say
+/// where it stands), or when the projections did not catch up within `--read-your-writes-timeout`:
+/// the command **is** applied (`events`, `seq`), but `session`/`vm` are absent and `pending` says
+/// so; read the resource again later.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CommandResponse {
     /// The stream sequence of the last event.

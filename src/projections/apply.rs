@@ -11,6 +11,7 @@
 //! | `m:<vm_id>` | [`VmView`] |
 //! | `q:<seq>` | session id: the placement queue, in the order sessions were queued |
 //! | `c:<status>` | u64: sessions per status |
+//! | `r:<end reason>` | u64: sessions ended per reason |
 //! | `_checkpoint` | u64: the last stream sequence applied |
 //! | `_version` | u32: the projection's version ([`super::PROJECTION_VERSION`]) |
 
@@ -155,6 +156,8 @@ impl<'a, K: Kv> Overlay<'a, K> {
                     placement: None,
                     end_reason: None,
                     queued: None,
+                    queue_position: None,
+                    endpoint: None,
                     started_at: at,
                     updated_at: at,
                     last_seq: seq,
@@ -177,6 +180,7 @@ impl<'a, K: Kv> Overlay<'a, K> {
                 self.move_status(&mut view, SessionStatus::Active)?;
                 view.vm_id = Some(vm_id.clone());
                 view.placement = Some(placement.clone());
+                view.endpoint = vm.endpoint.clone();
                 vm.used += 1;
                 vm.free = vm.capacity.saturating_sub(vm.used);
                 vm.updated_at = at;
@@ -215,6 +219,10 @@ impl<'a, K: Kv> Overlay<'a, K> {
                 }
                 self.move_status(&mut view, SessionStatus::Ended)?;
                 view.end_reason = Some(*reason);
+                let key = reason_key(*reason);
+                let n = self.get(&key)?.map(|b| decode_u64(&b)).unwrap_or(0);
+                self.writes
+                    .insert(key, Some(n.saturating_add(1).to_be_bytes().to_vec()));
                 self.finish_session(view, at, seq);
             }
             Event::VmRegistered {
@@ -320,6 +328,11 @@ impl<'a, K: Kv> Overlay<'a, K> {
         view.last_seq = seq;
         self.put_as(session_key(&view.session_id), &view);
     }
+}
+
+/// `r:<end reason>`: how many sessions ended for it.
+pub fn reason_key(reason: orchestrator_events::EndReason) -> Vec<u8> {
+    format!("r:{}", reason.as_str()).into_bytes()
 }
 
 /// Decodes a big-endian u64 value (0 if malformed).

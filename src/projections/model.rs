@@ -29,6 +29,12 @@ pub struct SessionView {
     pub end_reason: Option<EndReason>,
     /// Set while it waits in the placement queue.
     pub queued: Option<QueuedView>,
+    /// Its place in the queue while it waits (1: next to be placed). Computed when read.
+    #[serde(default)]
+    pub queue_position: Option<u64>,
+    /// Where its client connects, once placed on a VM that gave an endpoint.
+    #[serde(default)]
+    pub endpoint: Option<Endpoint>,
     /// When it started (ms since the epoch).
     pub started_at: Timestamp,
     /// When it last changed.
@@ -90,6 +96,8 @@ pub struct Capacity {
     pub queued: u64,
     /// When the longest-waiting of them was queued.
     pub oldest_queued_since: Option<Timestamp>,
+    /// Sessions ended, by reason (`vm_lost`, `pause_timeout`...), over the whole log.
+    pub ended_by_reason: std::collections::BTreeMap<String, u64>,
     /// Slots on available and draining VMs.
     pub capacity: u64,
     /// Slots in use.

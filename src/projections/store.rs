@@ -304,7 +304,11 @@ impl Projections {
 
     /// One session.
     pub fn session(&self, id: &SessionId) -> Result<Option<SessionView>, ProjectionError> {
-        self.get_as(&apply::session_key(id))
+        let Some(mut view) = self.get_as::<SessionView>(&apply::session_key(id))? else {
+            return Ok(None);
+        };
+        view.queue_position = self.queue_position(&view)?;
+        Ok(Some(view))
     }
 
     /// One VM.
@@ -415,6 +419,11 @@ impl Projections {
                 .get(apply::count_key(s))?
                 .map(|b| apply::decode_u64(&b))
                 .unwrap_or(0);
+        }
+        for kv in self.inner.tree.scan_prefix(b"r:") {
+            let (k, v) = kv?;
+            let reason = String::from_utf8_lossy(&k[2..]).into_owned();
+            c.ended_by_reason.insert(reason, apply::decode_u64(&v));
         }
         c.queued = self.inner.tree.scan_prefix(b"q:").count() as u64;
         if let Some(first) = self.inner.tree.scan_prefix(b"q:").next() {
