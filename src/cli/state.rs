@@ -61,6 +61,8 @@ pub struct SessionRow {
     pub vm_id: Option<VmId>,
     /// When it started, RFC 3339.
     pub started_at: String,
+    /// While it waits in the placement queue: its deadline, RFC 3339.
+    pub queued_until: Option<String>,
 }
 
 /// The cell as of a moment.
@@ -76,6 +78,10 @@ pub struct Snapshot {
     pub vms: Vec<VmRow>,
     /// Sessions per status.
     pub sessions_by_status: BTreeMap<&'static str, u64>,
+    /// Sessions waiting in the placement queue.
+    pub queued: u64,
+    /// When the longest-waiting of them was queued, RFC 3339.
+    pub oldest_queued_since: Option<String>,
     /// Slots on available and draining VMs, and how many are used.
     pub capacity: u64,
     /// Slots in use.
@@ -133,7 +139,10 @@ pub fn snapshot(state: &State, log_last_seq: u64, with_sessions: bool) -> Snapsh
     }
     // Ended sessions are only counted: the decision state keeps no more of them.
     *by_status.entry(SessionStatus::Ended.as_str()).or_insert(0) += state.ended.len() as u64;
-    let live = vms.iter().filter(|v| v.status != VmStatus::Retired);
+    let (queued, oldest) = crate::domain::timers::queue_stats(state);
+    let live = vms
+        .iter()
+        .filter(|v| !matches!(v.status, VmStatus::Retired | VmStatus::Lost));
     let capacity = live.clone().map(|v| u64::from(v.capacity)).sum();
     let used = live.map(|v| u64::from(v.used)).sum();
     let sessions = with_sessions.then(|| {
@@ -147,6 +156,7 @@ pub fn snapshot(state: &State, log_last_seq: u64, with_sessions: bool) -> Snapsh
                 status: s.status,
                 vm_id: s.vm_id.clone(),
                 started_at: format::time(s.started.at),
+                queued_until: s.queued.map(|q| format::time(q.deadline)),
             })
             .collect();
         rows.sort_by(|a, b| a.session_id.cmp(&b.session_id));
@@ -158,6 +168,8 @@ pub fn snapshot(state: &State, log_last_seq: u64, with_sessions: bool) -> Snapsh
         log_last_seq,
         vms,
         sessions_by_status: by_status,
+        queued: queued as u64,
+        oldest_queued_since: oldest.map(format::time),
         capacity,
         used,
         sessions,
@@ -209,7 +221,7 @@ fn print_human(s: &Snapshot, cell: &str) {
         println!("(no VMs)");
     }
     println!(
-        "capacity: {}/{} slots used on VMs not retired",
+        "capacity: {}/{} slots used on VMs not retired or lost",
         s.used, s.capacity
     );
     let counts: Vec<String> = SessionStatus::ALL
@@ -223,6 +235,13 @@ fn print_human(s: &Snapshot, cell: &str) {
         })
         .collect();
     println!("sessions: {}", counts.join(", "));
+    if s.queued > 0 {
+        println!(
+            "queue: {} waiting, the oldest since {}",
+            s.queued,
+            s.oldest_queued_since.as_deref().unwrap_or("-")
+        );
+    }
     if let Some(sessions) = &s.sessions {
         println!();
         println!(
@@ -237,7 +256,10 @@ fn print_human(s: &Snapshot, cell: &str) {
                 r.game_id,
                 r.status.as_str(),
                 r.vm_id.as_ref().map_or("-", |v| v.as_str()),
-                r.started_at
+                match &r.queued_until {
+                    Some(until) => format!("{} (queued until {until})", r.started_at),
+                    None => r.started_at.clone(),
+                }
             );
         }
     }
