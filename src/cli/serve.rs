@@ -123,6 +123,14 @@ impl ServeArgs {
         }
         let window = i64::try_from(self.idempotency_window.as_millis())
             .map_err(|_| CliError::Invalid("--idempotency-window is too long".into()))?;
+        // A retry inside the server's duplicate window must still find its command id: a shorter
+        // idempotency window would let the server and the writer disagree about a retry.
+        if self.idempotency_window < crate::log::DEFAULT_DUPLICATE_WINDOW {
+            return Err(CliError::Invalid(format!(
+                "--idempotency-window must be at least the stream's duplicate window ({})",
+                humantime::format_duration(crate::log::DEFAULT_DUPLICATE_WINDOW)
+            )));
+        }
         if self.max_remembered_commands == 0 {
             return Err(CliError::Invalid(
                 "--max-remembered-commands must be at least 1".into(),
@@ -198,4 +206,47 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> Result<(), Cli
     crate::serve::run(config, shutdown)
         .await
         .map_err(|e| CliError::Failed(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, CliCommand};
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        let argv = ["orchestrator", "serve"].iter().chain(args);
+        match Cli::try_parse_from(argv).expect("the flags parse").command {
+            CliCommand::Serve(args) => *args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_idempotency_window_shorter_than_the_duplicate_window_is_refused() {
+        let err = serve(&["--idempotency-window", "1m"]).config().unwrap_err();
+        assert!(err.to_string().contains("duplicate window"), "{err}");
+        assert!(serve(&["--idempotency-window", "2m"]).config().is_ok());
+    }
+
+    #[test]
+    fn timeouts_are_durations_or_off() {
+        let c = serve(&[
+            "--pause-timeout",
+            "off",
+            "--max-session-length",
+            "4h",
+            "--heartbeat-misses",
+            "5",
+        ])
+        .config()
+        .unwrap();
+        assert_eq!(c.timers.pause_timeout_ms, None);
+        assert_eq!(c.timers.max_session_ms, Some(4 * 3600 * 1000));
+        assert_eq!(c.timers.placement_timeout_ms, Some(600_000), "the default");
+        assert_eq!(c.timers.heartbeat_misses, 5);
+        let argv = ["orchestrator", "serve", "--pause-timeout", "0s"];
+        assert!(Cli::try_parse_from(argv).is_err(), "0 would fire at once");
+    }
 }

@@ -35,5 +35,5 @@ pub use follow::{EntryStream, EventStream};
 pub use lease::{ensure_lease_bucket, Lease, LeaseHandle, DEFAULT_LEASE_BUCKET, DEFAULT_LEASE_TTL};
 pub use quarantine::{QuarantineRecord, QuarantineSet};
 pub use read::{LogIdentity, Reader, StoredMessage};
-pub use stream::{ensure_stream, LogConfig};
+pub use stream::{ensure_stream, LogConfig, DEFAULT_DUPLICATE_WINDOW};
 pub use version::{Features, ServerVersion};
