@@ -395,3 +395,82 @@ async fn a_standby_finishes_a_reaping_its_predecessor_died_in() {
     stop_b.cancel();
     stop_a.cancel();
 }
+
+/// The active writer dies while it places a long queue on a VM that just joined; the standby
+/// takes over and places the rest: every queued session assigned once, in arrival order.
+#[tokio::test]
+async fn a_standby_finishes_the_queue_placements_its_predecessor_died_in() {
+    const QUEUED: usize = 600;
+    let server = TestServer::start_default().await;
+    let client_a = server.client().await;
+    let active = tokio::spawn(writer::run(
+        client_a.clone(),
+        config(),
+        CancellationToken::new(),
+    ));
+    let c = Cell {
+        client: server.client().await,
+        server,
+    };
+    c.wait_for_writer().await;
+    for i in 0..QUEUED {
+        let s = format!("q{i:04}");
+        c.cmd(
+            "start",
+            &format!("start-{s}"),
+            json!({"session_id": s, "user_id": format!("u-{s}"), "game_id": "g"}),
+        )
+        .await;
+        c.cmd(
+            "assign",
+            &format!("assign-{s}"),
+            json!({"session_id": s, "wait_ms": 600_000}),
+        )
+        .await;
+    }
+    let stop_b = CancellationToken::new();
+    tokio::spawn(writer::run(
+        c.server.client().await,
+        config(),
+        stop_b.clone(),
+    ));
+
+    let mut appended = c
+        .client
+        .subscribe("orch.default.evt.session.>")
+        .await
+        .unwrap();
+    // Room for every one of them at once.
+    c.cmd(
+        "vm_register",
+        "reg-big",
+        json!({"vm_id": "vm-big", "capacity": QUEUED}),
+    )
+    .await;
+    tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(m) = appended.next().await {
+            let env = orchestrator_events::decode(&m.payload).unwrap();
+            if matches!(env.event, Event::SessionAssigned { .. }) {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the placements begin");
+    active.abort();
+    drop(client_a);
+    let mid = placed_from_queue(&c.events().await).len();
+    println!("{mid} of {QUEUED} placed when the active writer died");
+
+    let events = c
+        .wait_until(Duration::from_secs(30), |e| {
+            placed_from_queue(e).len() >= QUEUED
+        })
+        .await;
+    let placed = placed_from_queue(&events);
+    assert_eq!(placed.len(), QUEUED, "each placed once");
+    let mut in_order = placed.clone();
+    in_order.sort();
+    assert_eq!(placed, in_order, "in arrival order");
+    stop_b.cancel();
+}
