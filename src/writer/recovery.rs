@@ -24,7 +24,9 @@ use crate::log::{Entry, LogError, Reader};
 // 2: placed sessions no longer keep their requirements.
 // 3: ended sessions and remembered command ids are compact; the last event's sequence is kept, since
 //    the state's position may be a skipped message.
-const SNAPSHOT_FORMAT: u32 = 3;
+// 4: sessions keep the marks that arm their timers and their place in the queue; VMs their heartbeat
+//    interval, endpoint and registration; the state its timer indexes.
+const SNAPSHOT_FORMAT: u32 = 4;
 
 /// The snapshot as written: borrows the state, so saving copies nothing more.
 #[derive(Serialize)]
