@@ -75,7 +75,8 @@ pub fn parse_label(s: &str) -> Result<(LabelKey, LabelValue), String> {
     Ok((k, v))
 }
 
-/// Parses `kind:id`, kind one of `user`, `operator`, `service`, `system`.
+/// Parses `kind:id`, kind one of `user`, `operator`, `service`. The `system` actor is the
+/// orchestrator's own: the writer refuses it from callers, so the command line does too.
 pub fn parse_actor(s: &str) -> Result<Actor, String> {
     let (kind, id) = s
         .split_once(':')
@@ -87,10 +88,16 @@ pub fn parse_actor(s: &str) -> Result<Actor, String> {
         "user" => ActorKind::User,
         "operator" => ActorKind::Operator,
         "service" => ActorKind::Service,
-        "system" => ActorKind::System,
+        "system" => {
+            return Err(
+                "the system actor is the orchestrator's own (timers, the queue, lost VMs): \
+                 use user, operator or service"
+                    .into(),
+            )
+        }
         other => {
             return Err(format!(
-                "actor kind {other:?}: expected user, operator, service or system"
+                "actor kind {other:?}: expected user, operator or service"
             ))
         }
     };
@@ -225,7 +232,11 @@ mod tests {
             parse_point("2026-01-02 03:04:05"),
             Ok(Point::Time(1_767_323_045_000))
         );
-        assert!(parse_point("yesterday").is_err());
+        assert!(parse_actor("robot:x").is_err());
+        assert!(
+            parse_actor("system:orchestrator").is_err(),
+            "the writer's own"
+        );
         assert_eq!(time(1_767_323_045_678), "2026-01-02T03:04:05.678Z");
     }
 

@@ -248,7 +248,7 @@ pub struct CommandOpts {
     /// The idempotency key: a retry with the same id returns the first result. Default: a new UUID.
     #[arg(long)]
     pub command_id: Option<CommandId>,
-    /// Who issues it, as kind:id (kind: user, operator, service, system). Default: operator:$USER.
+    /// Who issues it, as kind:id (kind: user, operator, service). Default: operator:$USER.
     #[arg(long, value_parser = format::parse_actor)]
     pub actor: Option<Actor>,
     /// Print the writer's reply as one JSON object.
