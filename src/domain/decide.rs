@@ -238,8 +238,8 @@ fn assign(state: &State, c: &AssignVm, now: Timestamp) -> Result<Event, Rejectio
                 .policy
                 .or(s.queued.map(|q| q.policy))
                 .unwrap_or(PlacementPolicy::Packed);
-            match placement::choose(&state.vms, &s.requirements, policy) {
-                Ok((id, p)) => (id.clone(), p),
+            match placement::choose_in(state, &s.requirements, policy) {
+                Ok((id, p)) => (id, p),
                 Err(Rejection::NoCapacity { .. }) if c.wait_ms.is_some() && s.queued.is_none() => {
                     let wait = c.wait_ms.unwrap_or_default();
                     return Ok(Event::SessionQueued {

@@ -1,6 +1,6 @@
 //! Folding the log into the decision state.
 
-use orchestrator_events::{Envelope, Event, SessionId, Timestamp};
+use orchestrator_events::{Envelope, Event, SessionId, Timestamp, VmId};
 
 use super::idempotency::Seen;
 use super::state::{
@@ -55,6 +55,7 @@ fn apply(state: &mut State, seq: u64, env: &Envelope) {
             );
             index(&mut state.timers, session_id, mark.at, Index::Starting);
             index(&mut state.timers, session_id, mark.at, Index::Live);
+            state.placement.want(requirements, &state.vms);
             *state.live_by_user.entry(user_id.clone()).or_insert(0) += 1;
         }
         Event::SessionAssigned {
@@ -73,10 +74,9 @@ fn apply(state: &mut State, seq: u64, env: &Envelope) {
             s.vm_id = Some(vm_id.clone());
             // Placement is the only reader of the requirements, and a placed session is never placed
             // again: free them (half of a live session's memory). The projections keep them.
-            s.requirements = Default::default();
-            if let Some(vm) = state.vms.get_mut(vm_id) {
-                vm.used = vm.used.saturating_add(1);
-            }
+            let requirements = std::mem::take(&mut s.requirements);
+            state.placement.release(&requirements);
+            change_vm(state, vm_id, |vm| vm.used = vm.used.saturating_add(1));
         }
         Event::SessionPaused { session_id } => set_status(
             state,
@@ -127,10 +127,11 @@ fn apply(state: &mut State, seq: u64, env: &Envelope) {
                 .timers
                 .live
                 .remove(&(s.started.at, session_id.clone()));
-            if s.status.holds_slot() {
-                if let Some(vm) = s.vm_id.as_ref().and_then(|v| state.vms.get_mut(v)) {
-                    vm.used = vm.used.saturating_sub(1);
-                }
+            if s.status == SessionStatus::Starting {
+                state.placement.release(&s.requirements);
+            }
+            if let (true, Some(vm_id)) = (s.status.holds_slot(), &s.vm_id) {
+                change_vm(state, vm_id, |vm| vm.used = vm.used.saturating_sub(1));
             }
             if s.status != SessionStatus::Ended {
                 if let Some(n) = state.live_by_user.get_mut(&s.user_id) {
@@ -157,38 +158,41 @@ fn apply(state: &mut State, seq: u64, env: &Envelope) {
             {
                 return;
             }
-            state.vms.insert(
-                vm_id.clone(),
-                Vm {
-                    capacity: *capacity,
-                    labels: labels.clone(),
-                    status: VmStatus::Available,
-                    used: 0,
-                    heartbeat_ms: *heartbeat_ms,
-                    endpoint: endpoint.clone(),
-                    registered_seq: seq,
-                },
-            );
-        }
-        Event::VmDrained { vm_id } => {
-            if let Some(vm) = state.vms.get_mut(vm_id) {
-                if vm.status == VmStatus::Available {
-                    vm.status = VmStatus::Draining;
-                }
+            let vm = Vm {
+                capacity: *capacity,
+                labels: labels.clone(),
+                status: VmStatus::Available,
+                used: 0,
+                heartbeat_ms: *heartbeat_ms,
+                endpoint: endpoint.clone(),
+                registered_seq: seq,
+            };
+            if let Some(old) = state.vms.get(vm_id) {
+                state.placement.remove_vm(vm_id, old);
             }
+            state.placement.add_vm(vm_id, &vm);
+            state.vms.insert(vm_id.clone(), vm);
         }
-        Event::VmRetired { vm_id } => {
-            if let Some(vm) = state.vms.get_mut(vm_id) {
-                vm.status = VmStatus::Retired;
+        Event::VmDrained { vm_id } => change_vm(state, vm_id, |vm| {
+            if vm.status == VmStatus::Available {
+                vm.status = VmStatus::Draining;
             }
-        }
-        Event::VmLost { vm_id, .. } => {
-            if let Some(vm) = state.vms.get_mut(vm_id) {
-                if vm.status != VmStatus::Retired {
-                    vm.status = VmStatus::Lost;
-                }
+        }),
+        Event::VmRetired { vm_id } => change_vm(state, vm_id, |vm| vm.status = VmStatus::Retired),
+        Event::VmLost { vm_id, .. } => change_vm(state, vm_id, |vm| {
+            if vm.status != VmStatus::Retired {
+                vm.status = VmStatus::Lost;
             }
-        }
+        }),
+    }
+}
+
+/// Changes a VM, keeping the placement index in step: its contribution out before, in after.
+fn change_vm(state: &mut State, id: &VmId, change: impl FnOnce(&mut Vm)) {
+    if let Some(vm) = state.vms.get_mut(id) {
+        state.placement.remove_vm(id, vm);
+        change(vm);
+        state.placement.add_vm(id, vm);
     }
 }
 

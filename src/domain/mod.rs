@@ -5,7 +5,8 @@
 //! - [`state`]: the decision state of one cell: sessions, VMs, per-user counts, seen command ids.
 //! - [`decide()`]: `decide(&State, &Command) -> Result<Event, Rejection>`, one event per accepted command.
 //! - [`evolve()`]: `evolve(&mut State, seq, &Envelope)`, folding the log into the state.
-//! - [`placement`]: the `packed` and `spread` policies, with the explanation recorded in the event.
+//! - [`placement`]: the `packed` and `spread` policies, with the explanation recorded in the event,
+//!   and the index per requirement set that makes a placement read only the VMs it could use.
 //! - [`idempotency`]: command ids seen within a window of event time, restored by a replay.
 //! - [`timers`]: timeouts, the placement queue and lost VMs, as commands of the `system` actor.
 //! - [`invariants`]: the design's invariants as checks on a state and on an event, for tests and

@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::idempotency::Idempotency;
+use super::placement::PlacementIndex;
 
 /// Tunables of the domain. Every writer and replay of a cell must use the same values.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,6 +201,8 @@ pub struct State {
     pub idempotency: Idempotency,
     /// Deadline indexes of the timers, derived from `sessions` (see [`super::timers`]).
     pub timers: TimerIndex,
+    /// The VMs each waiting requirement set can use, by load (see [`PlacementIndex`]).
+    pub placement: PlacementIndex,
     /// The stream sequence of the last event folded in (0: none).
     pub last_seq: u64,
     /// The time of the last event folded in.
@@ -225,6 +228,7 @@ impl State {
             live_by_user: HashMap::new(),
             idempotency,
             timers: TimerIndex::default(),
+            placement: PlacementIndex::default(),
             last_seq: 0,
             last_at: 0,
         }

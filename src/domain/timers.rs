@@ -132,7 +132,7 @@ pub fn next_placement(state: &State) -> Option<Due> {
     state.timers.queue.iter().find_map(|(qseq, sid)| {
         let s = state.sessions.get(sid)?;
         let q = s.queued?;
-        placement::choose(&state.vms, &s.requirements, q.policy).ok()?;
+        placement::choose_in(state, &s.requirements, q.policy).ok()?;
         Some(Due {
             command_id: id(format!("queue:{sid}:{qseq}")),
             command: Command::AssignVm(AssignVm {

@@ -25,7 +25,7 @@ use crate::log::{Entry, LogError, Reader};
 // 3: ended sessions and remembered command ids are compact; the last event's sequence is kept, since
 //    the state's position may be a skipped message.
 // 4: sessions keep the marks that arm their timers and their place in the queue; VMs their heartbeat
-//    interval, endpoint and registration; the state its timer indexes.
+//    interval, endpoint and registration; the state its timer indexes and its placement index.
 const SNAPSHOT_FORMAT: u32 = 4;
 
 /// The snapshot as written: borrows the state, so saving copies nothing more.

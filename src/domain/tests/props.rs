@@ -18,10 +18,11 @@
 
 use std::collections::HashMap;
 
-use orchestrator_events::{codec, Actor, Envelope, Timestamp};
+use orchestrator_events::{codec, Actor, Envelope, PlacementPolicy, Timestamp};
 use proptest::prelude::*;
 
 use super::framework::{cid, T0};
+use crate::domain::placement;
 use crate::domain::timers::{self, Heartbeats, TimerConfig};
 use crate::domain::{
     evolve, handle, invariants, Command, CommandMeta, Decision, DomainConfig, State,
@@ -170,6 +171,7 @@ fn run(config: DomainConfig, steps: Vec<Step>) -> Result<(), TestCaseError> {
         if let Err(v) = invariants::check(&state) {
             return Err(TestCaseError::fail(format!("{}: {v}", context())));
         }
+        placement_agrees(&state).map_err(|e| TestCaseError::fail(format!("{}: {e}", context())))?;
     }
 
     // The system's ids are decided once each.
@@ -215,6 +217,31 @@ fn run(config: DomainConfig, steps: Vec<Step>) -> Result<(), TestCaseError> {
     }
     prop_assert_eq!(&replayed, &state, "a replay differs from the folded state");
     prop_assert_eq!(&decoded, &state, "a replay through the codec differs");
+    Ok(())
+}
+
+/// The placement index chooses exactly as a walk over every VM does, for the requirements of every
+/// session waiting for a VM, under both policies (and it holds all of them).
+fn placement_agrees(state: &State) -> Result<(), String> {
+    for s in state.sessions.values() {
+        if s.status != crate::domain::SessionStatus::Starting {
+            continue;
+        }
+        for policy in [PlacementPolicy::Packed, PlacementPolicy::Spread] {
+            let walked = placement::choose(&state.vms, &s.requirements, policy)
+                .map(|(id, p)| (id.clone(), p));
+            let indexed = state
+                .placement
+                .choose(&state.vms, &s.requirements, policy)
+                .ok_or_else(|| format!("requirements {:?} not indexed", s.requirements))?;
+            if walked != indexed {
+                return Err(format!(
+                    "placement index {indexed:?} != walk {walked:?} for {:?} by {policy:?}",
+                    s.requirements
+                ));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -275,6 +302,7 @@ fn tick(
         if let Err(v) = invariants::check(state) {
             return Err(TestCaseError::fail(format!("{}: {v}", context())));
         }
+        placement_agrees(state).map_err(|e| TestCaseError::fail(format!("{}: {e}", context())))?;
     }
     // Nothing is left due, and no queued session could be placed.
     prop_assert!(

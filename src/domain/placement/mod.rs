@@ -9,10 +9,27 @@
 use orchestrator_events::{Labels, Placement, PlacementPolicy, PlacementReason, VmId};
 
 use super::rejection::Rejection;
-use super::state::{Vm, VmStatus};
+use super::state::{State, Vm, VmStatus};
 use std::collections::BTreeMap;
 
-/// Chooses a VM for a session with `requirements` by `policy`, or explains why none can take it.
+mod index;
+pub use index::PlacementIndex;
+
+/// Chooses as [`choose`] does, from the state's [`PlacementIndex`] when it holds `requirements`
+/// (every `starting` session's are), else by walking every VM.
+pub fn choose_in(
+    state: &State,
+    requirements: &Labels,
+    policy: PlacementPolicy,
+) -> Result<(VmId, Placement), Rejection> {
+    match state.placement.choose(&state.vms, requirements, policy) {
+        Some(choice) => choice,
+        None => choose(&state.vms, requirements, policy).map(|(id, p)| (id.clone(), p)),
+    }
+}
+
+/// Chooses a VM for a session with `requirements` by `policy`, or explains why none can take it,
+/// by walking every VM: the reference the [`PlacementIndex`] must agree with.
 pub fn choose<'a>(
     vms: &'a BTreeMap<VmId, Vm>,
     requirements: &Labels,
