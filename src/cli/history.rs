@@ -151,7 +151,7 @@ pub async fn run(args: HistoryArgs) -> Result<(), CliError> {
     let t = timeline(args.session, &events);
     if args.json {
         // Plain data: JSON encoding cannot fail.
-        println!(
+        outln!(
             "{}",
             serde_json::to_string(&t).expect("a timeline always encodes")
         );
@@ -162,37 +162,46 @@ pub async fn run(args: HistoryArgs) -> Result<(), CliError> {
 }
 
 fn print_human(t: &Timeline) {
-    println!("session {}: {}", t.session_id, t.status.as_str());
-    println!(
+    outln!("session {}: {}", t.session_id, t.status.as_str());
+    outln!(
         "{:<6} {:<24} {:<16} {:<20} {:<36} DETAILS",
-        "SEQ", "TIME", "EVENT", "ACTOR", "COMMAND"
+        "SEQ",
+        "TIME",
+        "EVENT",
+        "ACTOR",
+        "COMMAND"
     );
     for e in &t.events {
-        println!(
+        outln!(
             "{:<6} {:<24} {:<16} {:<20} {:<36} {}",
-            e.seq, e.at, e.event_type, e.actor, e.command_id, e.details
+            e.seq,
+            e.at,
+            e.event_type,
+            e.actor,
+            e.command_id,
+            e.details
         );
     }
-    println!("time in each state (exact, from event times):");
+    outln!("time in each state (exact, from event times):");
     for status in ["starting", "active", "paused"] {
         let ms = t.time_in_state_ms.get(status).copied().unwrap_or(0);
-        println!("  {status:<9} {}", format::duration(ms));
+        outln!("  {status:<9} {}", format::duration(ms));
     }
     match &t.ongoing {
         Some(o) => {
-            println!(
+            outln!(
                 "  {:<9} {} so far, from the first event to the last",
                 "lifetime",
                 format::duration(t.lifetime_ms)
             );
             let now = format::duration(format::now_ms() - o.since_ms);
-            println!(
+            outln!(
                 "  still {} since {} ({now} ago, not counted above)",
                 o.status.as_str(),
                 o.since
             );
         }
-        None => println!("  {:<9} {}", "lifetime", format::duration(t.lifetime_ms)),
+        None => outln!("  {:<9} {}", "lifetime", format::duration(t.lifetime_ms)),
     }
 }
 

@@ -8,6 +8,17 @@
 //! - `bench` runs [`crate::bench`].
 //! - [`format`]: how times, labels, actors and events are shown and parsed.
 
+/// `println!` for the command line's output: when the reader goes away (`orchestrator tail | head`)
+/// the process ends quietly, as a Unix tool does, instead of panicking on the closed pipe.
+macro_rules! outln {
+    () => {
+        $crate::cli::write_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::write_line(format_args!($($arg)*))
+    };
+}
+
 pub mod agent;
 pub mod format;
 pub mod history;
@@ -188,6 +199,22 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> ExitCode {
     }
 }
 
+/// Writes one line to stdout; exits with status 0 when stdout is a closed pipe (the reader has all it
+/// wanted), and ignores other write errors as `println!` cannot report them either.
+pub fn write_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(args)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
+}
+
 /// Where the cell's NATS is, for subcommands that talk to a running system.
 #[derive(Debug, Clone, Args)]
 pub struct NatsArgs {
@@ -306,7 +333,7 @@ fn unavailable(message: String, command_id: &CommandId, json: bool) -> Result<()
         let body = serde_json::json!({
             "unavailable": { "message": message, "command_id": command_id.as_str() }
         });
-        println!("{body}");
+        outln!("{body}");
         return Err(CliError::Reported(EXIT_UNAVAILABLE));
     }
     Err(CliError::Unavailable(message))
@@ -315,7 +342,7 @@ fn unavailable(message: String, command_id: &CommandId, json: bool) -> Result<()
 fn print_reply(reply: &Reply, command_id: &CommandId, json: bool) -> Result<(), CliError> {
     if json {
         // A reply is plain data: JSON encoding cannot fail.
-        println!(
+        outln!(
             "{}",
             serde_json::to_string(reply).expect("a reply always encodes")
         );
@@ -332,12 +359,12 @@ fn print_reply(reply: &Reply, command_id: &CommandId, json: bool) -> Result<(), 
                 } else {
                     ""
                 };
-                println!(
+                outln!(
                     "{} at seq {seq}: {}{retry}",
                     event.event.event_type(),
                     format::details(&event.event)
                 );
-                println!(
+                outln!(
                     "  command {} by {} at {}",
                     event.command_id,
                     event.actor,

@@ -40,7 +40,7 @@ pub async fn run(args: QuarantineArgs) -> Result<(), CliError> {
             let js = async_nats::jetstream::new(client.clone());
             match quarantine(&js, &reader, seq, &reason, actor, now_ms()).await {
                 Ok(record) => {
-                    println!(
+                    outln!(
                         "message {seq} quarantined by the record at sequence {record}: every reader skips it from now on"
                     );
                     Ok(())
@@ -52,10 +52,10 @@ pub async fn run(args: QuarantineArgs) -> Result<(), CliError> {
         _ => {
             let set = QuarantineSet::load(&reader).await?;
             if set.is_empty() {
-                println!("no message is quarantined");
+                outln!("no message is quarantined");
             }
             for (target, record, reason) in set.iter() {
-                println!("{target}\tquarantined by the record at {record}: {reason}");
+                outln!("{target}\tquarantined by the record at {record}: {reason}");
             }
             Ok(())
         }

@@ -103,7 +103,7 @@ pub async fn run(args: RebuildArgs) -> Result<(), CliError> {
         }
     }
     let applied = outcome?;
-    println!(
+    outln!(
         "rebuilt {} from {applied} events: checkpoint {}",
         dir.display(),
         store.checkpoint()

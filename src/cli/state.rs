@@ -185,7 +185,7 @@ pub async fn run(args: StateArgs) -> Result<(), CliError> {
     let snap = snapshot(&state, last, args.sessions);
     if args.json {
         // Plain data: JSON encoding cannot fail.
-        println!(
+        outln!(
             "{}",
             serde_json::to_string(&snap).expect("a snapshot always encodes")
         );
@@ -197,19 +197,20 @@ pub async fn run(args: StateArgs) -> Result<(), CliError> {
 
 fn print_human(s: &Snapshot, cell: &str) {
     match &s.as_of_time {
-        Some(t) => println!(
+        Some(t) => outln!(
             "cell {cell} as of seq {} ({t}); the log is at seq {}",
-            s.as_of_seq, s.log_last_seq
+            s.as_of_seq,
+            s.log_last_seq
         ),
-        None => println!(
+        None => outln!(
             "cell {cell} before any event; the log is at seq {}",
             s.log_last_seq
         ),
     }
-    println!();
-    println!("{:<24} {:<10} {:>10}  LABELS", "VM", "STATUS", "USED/CAP");
+    outln!();
+    outln!("{:<24} {:<10} {:>10}  LABELS", "VM", "STATUS", "USED/CAP");
     for vm in &s.vms {
-        println!(
+        outln!(
             "{:<24} {:<10} {:>10}  {}",
             vm.vm_id.as_str(),
             vm.status.as_str(),
@@ -218,11 +219,12 @@ fn print_human(s: &Snapshot, cell: &str) {
         );
     }
     if s.vms.is_empty() {
-        println!("(no VMs)");
+        outln!("(no VMs)");
     }
-    println!(
+    outln!(
         "capacity: {}/{} slots used on VMs not retired or lost",
-        s.used, s.capacity
+        s.used,
+        s.capacity
     );
     let counts: Vec<String> = SessionStatus::ALL
         .iter()
@@ -234,22 +236,26 @@ fn print_human(s: &Snapshot, cell: &str) {
             )
         })
         .collect();
-    println!("sessions: {}", counts.join(", "));
+    outln!("sessions: {}", counts.join(", "));
     if s.queued > 0 {
-        println!(
+        outln!(
             "queue: {} waiting, the oldest since {}",
             s.queued,
             s.oldest_queued_since.as_deref().unwrap_or("-")
         );
     }
     if let Some(sessions) = &s.sessions {
-        println!();
-        println!(
+        outln!();
+        outln!(
             "{:<26} {:<20} {:<20} {:<9} {:<24} STARTED",
-            "SESSION", "USER", "GAME", "STATUS", "VM"
+            "SESSION",
+            "USER",
+            "GAME",
+            "STATUS",
+            "VM"
         );
         for r in sessions {
-            println!(
+            outln!(
                 "{:<26} {:<20} {:<20} {:<9} {:<24} {}",
                 r.session_id.as_str(),
                 r.user_id,

@@ -67,12 +67,12 @@ fn print(ev: &StoredEvent, json: bool) {
             envelope: env,
         };
         // Plain data: JSON encoding cannot fail.
-        println!(
+        outln!(
             "{}",
             serde_json::to_string(&line).expect("an envelope always encodes")
         );
     } else {
-        println!(
+        outln!(
             "{:<6} {:<24} {:<16} {:<20} {}",
             ev.seq,
             format::time(env.occurred_at),

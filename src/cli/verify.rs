@@ -25,7 +25,7 @@ pub async fn run(args: VerifyArgs) -> Result<(), CliError> {
         })?;
     // Best effort: the report is in hand.
     let _ = client.drain().await;
-    println!("{report}");
+    outln!("{report}");
     if report.is_clean() {
         return Ok(());
     }
