@@ -12,10 +12,13 @@
 //! - [`rebuild`]: the projection rebuild and the writer's cold start (with and without a snapshot)
 //!   over N events, next to a raw replay of the same stream.
 //!
-//! and once, before any server starts, [`memory`]: the writer's resident memory per live session.
+//! and once, before any server starts, [`memory`]: the writer's resident memory per live session;
+//! and once, after the modes, on a server of its own, [`heartbeats`]: how long the writer (a child
+//! process) takes to notice a lost VM while N VMs send heartbeats, and the CPU they cost it.
 //! [`report`] holds the figures, checks the targets, and renders the one table; [`workload`]
 //! generates the realistic events and ids; [`stats`] the percentiles.
 
+pub mod heartbeats;
 pub mod http;
 pub mod memory;
 pub mod orchestrator;
@@ -67,6 +70,13 @@ pub struct BenchArgs {
     /// Where the temporary server stores go [default: the system's temp dir].
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// VMs that send heartbeats in the heartbeat phase (its own server; the writer runs as a child
+    /// process); 0 skips the phase [default: 10000, or 1000 with --quick].
+    #[arg(long)]
+    pub heartbeat_vms: Option<u32>,
+    /// Their heartbeat interval, e.g. `5s` (100ms to 10m) [default: 5s, or 1s with --quick].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Option<Duration>,
 }
 
 impl Default for BenchArgs {
@@ -80,6 +90,8 @@ impl Default for BenchArgs {
             json_out: PathBuf::from("bench-results.json"),
             nats_server_bin: None,
             work_dir: None,
+            heartbeat_vms: None,
+            heartbeat_interval: None,
         }
     }
 }
@@ -140,6 +152,10 @@ pub struct Plan {
     pub vms: u32,
     /// Live sessions of the memory phase.
     pub memory_sessions: u64,
+    /// VMs of the heartbeat phase (0: skipped).
+    pub heartbeat_vms: u32,
+    /// Their heartbeat interval.
+    pub heartbeat_interval: Duration,
 }
 
 impl Plan {
@@ -162,6 +178,25 @@ impl Plan {
                 "--events must be at least 1000 (the VMs come first)".into(),
             ));
         }
+        let heartbeat_vms = args
+            .heartbeat_vms
+            .unwrap_or(if quick { 1_000 } else { 10_000 });
+        if heartbeat_vms > 100_000 {
+            return Err(BenchError::Args(
+                "--heartbeat-vms must be at most 100000".into(),
+            ));
+        }
+        let heartbeat_interval = args
+            .heartbeat_interval
+            .unwrap_or(Duration::from_secs(if quick { 1 } else { 5 }));
+        let range = crate::domain::command::HEARTBEAT_MS_RANGE;
+        if !u32::try_from(heartbeat_interval.as_millis()).is_ok_and(|ms| range.contains(&ms)) {
+            return Err(BenchError::Args(format!(
+                "--heartbeat-interval must be {} ms to {} ms",
+                range.start(),
+                range.end()
+            )));
+        }
         Ok(Self {
             quick,
             events,
@@ -176,6 +211,8 @@ impl Plan {
             clients: args.clients.clone(),
             vms: 1_000,
             memory_sessions: 100_000,
+            heartbeat_vms,
+            heartbeat_interval,
         })
     }
 }
@@ -311,7 +348,22 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
         });
     }
 
-    let targets = report::evaluate(memory.as_ref(), &modes);
+    let heartbeats = if plan.heartbeat_vms > 0 {
+        tracing::info!(
+            vms = plan.heartbeat_vms,
+            interval = ?plan.heartbeat_interval,
+            "heartbeats: a lost VM among heartbeating ones, and the writer's CPU"
+        );
+        let dir = work.path().join("heartbeats");
+        let figures = heartbeats::measure(&bin, &plan, &dir).await?;
+        let _ = std::fs::remove_dir_all(&dir);
+        load.push(format!("after heartbeats {}", load_average()));
+        Some(figures)
+    } else {
+        None
+    };
+
+    let targets = report::evaluate(memory.as_ref(), &modes, heartbeats.as_ref());
     let report = BenchReport {
         machine: machine(),
         server: ServerInfo {
@@ -343,6 +395,11 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
              what is read back is the same"
                 .into(),
             "writer memory is measured once (no NATS involved) and shown in each mode".into(),
+            "heartbeats: on a server of their own, against a writer in a child process (`serve \
+             --role writer`) whose CPU is read from /proc; idle is that writer serving an empty \
+             cell, before the VMs are registered (a registered VM that sends nothing would be \
+             lost within a window)"
+                .into(),
             format!(
                 "load average (1/5/15 min; other processes share the machine): {}",
                 load.join("; ")
@@ -350,6 +407,7 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
         ],
         memory,
         modes,
+        heartbeats,
         targets,
     };
     println!("{}", report.render());
@@ -401,6 +459,13 @@ mod tests {
         .unwrap();
         assert_eq!(plan.events, 20_000);
         assert_eq!(plan.duration, Duration::from_secs(1));
+        assert_eq!(plan.heartbeat_vms, 1_000);
+        assert_eq!(plan.heartbeat_interval, Duration::from_secs(1));
+        assert!(Plan::from_args(&BenchArgs {
+            heartbeat_interval: Some(Duration::from_millis(10)),
+            ..BenchArgs::default()
+        })
+        .is_err());
         assert!(Plan::from_args(&BenchArgs {
             clients: vec![0],
             ..BenchArgs::default()

@@ -62,18 +62,18 @@ pub struct OrchestratorFigures {
     pub levels: Vec<LevelFigures>,
 }
 
-async fn connect(url: &str) -> Result<async_nats::Client, BenchError> {
+pub(crate) async fn connect(url: &str) -> Result<async_nats::Client, BenchError> {
     async_nats::connect(url)
         .await
         .map_err(|e| BenchError::Nats(format!("connect to {url}: {e}")))
 }
 
-fn new_command_id() -> CommandId {
+pub(crate) fn new_command_id() -> CommandId {
     // A UUID is printable ASCII without spaces: always a valid command id.
     CommandId::parse(uuid::Uuid::new_v4().to_string()).expect("a valid command id")
 }
 
-fn parse<T: std::str::FromStr>(s: String) -> T
+pub(crate) fn parse<T: std::str::FromStr>(s: String) -> T
 where
     T::Err: std::fmt::Debug,
 {
@@ -81,26 +81,31 @@ where
     s.parse().expect("a valid benchmark id")
 }
 
-fn register(i: u32) -> Command {
+fn register(i: u32, heartbeat_ms: Option<u32>) -> Command {
     Command::RegisterVm(RegisterVm {
         vm_id: vm_id(i),
         capacity: VM_CAPACITY,
         labels: vm_labels(),
-        heartbeat_ms: None,
+        heartbeat_ms,
         endpoint: None,
     })
 }
 
-/// Registers the pool, waiting for the writer to answer the first registration.
+/// Registers the pool (VMs that promise heartbeats at `heartbeat_ms`, when given), waiting for the
+/// writer to answer the first registration.
 pub(crate) async fn register_pool(
     client: &CommandClient,
     vms: u32,
+    heartbeat_ms: Option<u32>,
 ) -> Result<Duration, BenchError> {
     let operator = Actor::operator("ops-bench");
     let first_id = new_command_id();
     let deadline = Instant::now() + WRITER_READY;
     loop {
-        match client.send(&first_id, &operator, &register(0)).await {
+        match client
+            .send(&first_id, &operator, &register(0, heartbeat_ms))
+            .await
+        {
             Ok(Reply::Accepted { .. }) => break,
             Ok(Reply::Rejected { code, message, .. }) => {
                 return Err(BenchError::Setup(format!(
@@ -127,7 +132,7 @@ pub(crate) async fn register_pool(
         tasks.spawn(async move {
             for i in (1..vms).filter(|i| i % REGISTRATION_TASKS as u32 == t) {
                 match client
-                    .send(&new_command_id(), &operator, &register(i))
+                    .send(&new_command_id(), &operator, &register(i, heartbeat_ms))
                     .await
                 {
                     Ok(Reply::Accepted { .. }) => {}
@@ -285,7 +290,7 @@ pub async fn measure(
     let client = CommandClient::new(connect(url).await?, cell.clone(), COMMAND_TIMEOUT);
     let measured = async {
         tracing::info!(vms = plan.vms, "orchestrator: registering the pool");
-        let registration = register_pool(&client, plan.vms).await?;
+        let registration = register_pool(&client, plan.vms, None).await?;
         let mut levels = Vec::with_capacity(plan.clients.len());
         for &clients in &plan.clients {
             tracing::info!(clients, "orchestrator: commands over NATS");

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::heartbeats::HeartbeatFigures;
 use super::http::HttpFigures;
 use super::memory::MemoryFigures;
 use super::orchestrator::{LevelFigures, OrchestratorFigures};
@@ -27,6 +28,8 @@ pub struct BenchReport {
     pub memory: Option<MemoryFigures>,
     /// One entry per durability mode asked for.
     pub modes: Vec<ModeReport>,
+    /// The heartbeat phase (its own server, default fsync), unless skipped.
+    pub heartbeats: Option<HeartbeatFigures>,
     /// Each target, met or missed.
     pub targets: Vec<TargetResult>,
 }
@@ -133,7 +136,11 @@ fn ratio(a: f64, b: f64) -> f64 {
 }
 
 /// Checks every target against the figures.
-pub fn evaluate(memory: Option<&MemoryFigures>, modes: &[ModeReport]) -> Vec<TargetResult> {
+pub fn evaluate(
+    memory: Option<&MemoryFigures>,
+    modes: &[ModeReport],
+    heartbeats: Option<&HeartbeatFigures>,
+) -> Vec<TargetResult> {
     let mut out = Vec::new();
     for m in modes {
         let Some(f) = &m.figures else { continue };
@@ -216,7 +223,182 @@ pub fn evaluate(memory: Option<&MemoryFigures>, modes: &[ModeReport]) -> Vec<Tar
             pass: mem.bytes_per_session <= 1024.0,
         });
     }
+    if let Some(h) = heartbeats {
+        let l = &h.loss;
+        out.push(TargetResult {
+            mode: None,
+            target: format!(
+                "a lost VM among {} heartbeating ones is declared within deadline + tick",
+                thousands(f64::from(h.vms))
+            ),
+            measured: format!(
+                "{} after its last heartbeat (deadline {}, bound {})",
+                seconds_ms(l.detection_ms),
+                seconds_ms(l.deadline_ms as i64),
+                seconds_ms(l.bound_ms as i64)
+            ),
+            pass: l.detection_ms >= l.deadline_ms as i64 && l.detection_ms <= l.bound_ms as i64,
+        });
+        out.push(TargetResult {
+            mode: None,
+            target: "its session ends with vm_lost by system; no other VM is lost".into(),
+            measured: format!(
+                "{}; {} other VMs lost",
+                l.session_end.as_deref().unwrap_or("no end seen"),
+                l.other_vms_lost
+            ),
+            pass: l.session_ended_vm_lost && l.other_vms_lost == 0,
+        });
+    }
     out
+}
+
+/// Milliseconds as seconds with two decimals, e.g. `15.06 s`.
+fn seconds_ms(ms: i64) -> String {
+    format!("{:.2} s", ms as f64 / 1000.0)
+}
+
+fn row3(text: &mut String, cells: [&str; 3]) {
+    let _ = writeln!(text, "| {} |", cells.join(" | "));
+}
+
+/// The heartbeat phase's own small table: each figure next to its bound.
+fn render_heartbeats(t: &mut String, h: &HeartbeatFigures) {
+    let l = &h.loss;
+    let interval = seconds_ms(h.interval_ms as i64);
+    let _ = writeln!(
+        t,
+        "heartbeats: {} VMs, one every {interval} each ({}/s), lost after {} missed intervals, \
+         deadlines checked every {} ms; writer in a child process, its own nats-server",
+        thousands(f64::from(h.vms)),
+        thousands(h.nominal_per_second()),
+        h.misses,
+        h.tick_ms
+    );
+    let _ = writeln!(t);
+    row3(t, ["figure", "measured", "bound"]);
+    row3(t, ["---", "---:", "---:"]);
+    row3(
+        t,
+        [
+            "lost VM declared (`VmLost.occurred_at`), after its last heartbeat was sent",
+            &seconds_ms(l.detection_ms),
+            &format!(
+                "deadline {} ({} x {interval}); {} with the tick",
+                seconds_ms(l.deadline_ms as i64),
+                h.misses,
+                seconds_ms(l.bound_ms as i64)
+            ),
+        ],
+    );
+    row3(
+        t,
+        [
+            "`VmLost` received by a subscriber, after the last heartbeat was sent",
+            &seconds_ms(l.observed_ms),
+            "-",
+        ],
+    );
+    row3(
+        t,
+        [
+            "last heartbeat heard by the writer, after it was sent",
+            &l.last_heard_at
+                .map_or("never".into(), |at| format!("{} ms", at - l.last_sent_at)),
+            "-",
+        ],
+    );
+    row3(
+        t,
+        [
+            "end of the session on the lost VM",
+            l.session_end.as_deref().unwrap_or("none seen"),
+            "vm_lost by system",
+        ],
+    );
+    row3(
+        t,
+        [
+            "other VMs declared lost (all kept sending)",
+            &l.other_vms_lost.to_string(),
+            "0",
+        ],
+    );
+    row3(
+        t,
+        [
+            "heartbeats published during the CPU window",
+            &format!(
+                "{}/s{}",
+                thousands(h.heartbeating.heartbeats_per_second),
+                if h.publish_errors > 0 {
+                    format!(" ({} not sent)", h.publish_errors)
+                } else {
+                    String::new()
+                }
+            ),
+            &format!("{}/s (VMs / interval)", thousands(h.nominal_per_second())),
+        ],
+    );
+    let cpu = |c: &super::heartbeats::CpuFigures| {
+        format!(
+            "{:.2}% ±{:.2} of a core (nats-server {})",
+            c.writer_percent,
+            c.resolution_percent,
+            c.server_percent.map_or("-".into(), |p| format!("{p:.2}%"))
+        )
+    };
+    row3(
+        t,
+        [
+            &format!(
+                "writer CPU, empty cell, no heartbeats ({:.1} s)",
+                h.idle.seconds
+            ),
+            &cpu(&h.idle),
+            "-",
+        ],
+    );
+    row3(
+        t,
+        [
+            &format!(
+                "writer CPU, {} VMs heartbeating ({:.1} s)",
+                thousands(f64::from(h.vms)),
+                h.heartbeating.seconds
+            ),
+            &cpu(&h.heartbeating),
+            &format!("idle {:.2}%", h.idle.writer_percent),
+        ],
+    );
+    row3(
+        t,
+        [
+            &format!(
+                "of which the deadline scan over {} VMs every tick (in-process: {:.0} µs a scan)",
+                thousands(f64::from(h.vms)),
+                h.scan_us
+            ),
+            &format!("{:.2}% of a core", h.scan_percent),
+            "-",
+        ],
+    );
+    row3(
+        t,
+        [
+            "writer CPU added per 1,000 heartbeats/s (heartbeating - idle)",
+            &format!("{:.2}% of a core", h.writer_percent_per_1000_per_second),
+            "-",
+        ],
+    );
+    row3(
+        t,
+        [
+            "the same less the scan (receiving them), per 1,000 heartbeats/s",
+            &format!("{:.2}% of a core", h.receive_percent_per_1000_per_second),
+            "-",
+        ],
+    );
 }
 
 fn row(text: &mut String, cells: [&str; 5]) {
@@ -474,6 +656,10 @@ impl BenchReport {
                     );
                 }
             }
+        }
+        if let Some(h) = &self.heartbeats {
+            let _ = writeln!(t);
+            render_heartbeats(&mut t, h);
         }
         let _ = writeln!(t);
         let _ = writeln!(t, "targets:");
