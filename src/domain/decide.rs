@@ -283,7 +283,7 @@ fn expire(state: &State, c: &ExpireSession, command: &Command) -> Result<Event, 
                 && s.vm_id
                     .as_ref()
                     .and_then(|v| state.vms.get(v))
-                    .is_some_and(|vm| vm.registered_seq == c.armed_seq)
+                    .is_some_and(|vm| vm.registered.seq == c.armed_seq)
         }
         // `validate` refuses the others.
         _ => false,
@@ -308,7 +308,7 @@ fn vm_lost(state: &State, c: &DeclareVmLost, command: &Command) -> Result<Event,
             vm_id: c.vm_id.clone(),
         })?;
     let fits = matches!(vm.status, VmStatus::Available | VmStatus::Draining)
-        && vm.registered_seq == c.registered_seq
+        && vm.registered.seq == c.registered_seq
         && vm.heartbeat_ms.is_some();
     if !fits {
         return Err(Rejection::invalid_transition(

@@ -165,7 +165,7 @@ fn apply(state: &mut State, seq: u64, env: &Envelope) {
                 used: 0,
                 heartbeat_ms: *heartbeat_ms,
                 endpoint: endpoint.clone(),
-                registered_seq: seq,
+                registered: mark,
             };
             if let Some(old) = state.vms.get(vm_id) {
                 state.placement.remove_vm(vm_id, old);

@@ -165,8 +165,9 @@ pub struct Vm {
     pub heartbeat_ms: Option<u32>,
     /// Where clients connect.
     pub endpoint: Option<Endpoint>,
-    /// The sequence of its (latest) registration: arms the loss of this incarnation.
-    pub registered_seq: u64,
+    /// Its (latest) registration: the sequence arms the loss of this incarnation, and its heartbeat
+    /// deadline counts from no earlier than the time.
+    pub registered: Mark,
 }
 
 impl Vm {

@@ -204,14 +204,19 @@ impl Heartbeats {
                 continue;
             }
             let heard = self.last.get(vm_id).copied();
-            let from = heard.unwrap_or(self.since).max(self.since);
+            // A full deadline of grace from this writer's start and from the VM's registration,
+            // whichever is later, before its first heartbeat must have come.
+            let from = heard
+                .unwrap_or(self.since)
+                .max(self.since)
+                .max(vm.registered.at);
             let deadline = from
                 .saturating_add(i64::from(interval) * i64::from(config.heartbeat_misses.max(1)));
             if now <= deadline {
                 continue;
             }
             vms += 1;
-            let armed = vm.registered_seq;
+            let armed = vm.registered.seq;
             let mut on_it: Vec<_> = state
                 .sessions
                 .iter()

@@ -12,7 +12,7 @@ fn vm(capacity: u32, used: u32, l: &[(&str, &str)]) -> Vm {
     Vm {
         endpoint: None,
         heartbeat_ms: None,
-        registered_seq: 0,
+        registered: Default::default(),
         capacity,
         labels: labels(l),
         status: VmStatus::Available,

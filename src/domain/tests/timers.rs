@@ -249,6 +249,20 @@ fn a_vm_past_its_heartbeat_deadline_is_lost_after_its_sessions_end() {
         ));
     }
     assert_eq!(log.envelopes.len(), n);
+    // A VM registered long after the writer took over gets a full deadline from its registration.
+    log.submit(
+        "late",
+        took_over + 600_000,
+        &register_beating("vm-3", 1, 1_000),
+    )
+    .unwrap();
+    let late = beats.lost(&log.state, &config(), took_over + 602_999, 10);
+    assert!(
+        late.iter().all(|d| !d.command_id.as_str().contains("vm-3")),
+        "{late:?}"
+    );
+    let late = beats.lost(&log.state, &config(), took_over + 603_001, 10);
+    assert!(late.iter().any(|d| d.command_id.as_str().contains("vm-3")));
     // A lost VM takes no sessions and comes back by registering again.
     assert!(beats
         .lost(&log.state, &config(), took_over + 60_000, 10)
