@@ -277,6 +277,7 @@ async fn serve_follows_the_log_across_a_nats_server_restart() {
         stop.clone(),
     ));
     projected(&client, last).await;
+    let lost_before = orchestrator::log::connection::disconnects();
     server.restart().await.expect("the server restarts");
     for i in 50..60 {
         last = register_until_accepted(&commands, &format!("vm-{i}")).await;
@@ -284,6 +285,12 @@ async fn serve_follows_the_log_across_a_nats_server_restart() {
     assert_eq!(last, 60);
     projected(&client, last).await;
     assert!(!serving.is_finished(), "serve goes on");
+    // Each role's connection lost the server once (and said so at WARN): they are counted for
+    // `orch_nats_disconnects_total`.
+    assert!(
+        orchestrator::log::connection::disconnects() > lost_before,
+        "the lost connections are counted"
+    );
     stop.cancel();
     serving.await.unwrap().unwrap();
 }

@@ -253,8 +253,7 @@ pub async fn connect(
     name: &str,
     timeout: Duration,
 ) -> Result<async_nats::Client, CliError> {
-    async_nats::ConnectOptions::new()
-        .name(format!("orchestrator {name}"))
+    crate::log::connection::options(&format!("orchestrator {name}"))
         .connection_timeout(timeout)
         .request_timeout(Some(timeout))
         .connect(url)

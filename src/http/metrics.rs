@@ -6,6 +6,7 @@
 //! | `orch_http_command_rejections_total` | counter | `command`, `code` |
 //! | `orch_http_command_duration_seconds` | histogram | `command` |
 //! | `orch_nats_connected` | gauge | |
+//! | `orch_nats_disconnects_total` | counter | (every NATS connection of the process: each role has its own) |
 //! | `orch_http_event_feeds_open` | gauge | |
 //! | `orch_stream_last_seq`, `orch_projection_checkpoint`, `orch_projection_lag_events` | gauge | |
 //! | `orch_sessions` | gauge | `status` |
@@ -197,6 +198,18 @@ impl Metrics {
             "orch_nats_connected",
             "1 when the bridge's NATS client is connected.",
             f64::from(u8::from(g.nats_connected)),
+        );
+        header(
+            &mut out,
+            "orch_nats_disconnects_total",
+            "counter",
+            "NATS connections of this process lost so far (each reconnects on its own).",
+        );
+        sample(
+            &mut out,
+            "orch_nats_disconnects_total",
+            &[],
+            crate::log::connection::disconnects() as f64,
         );
         gauge(
             &mut out,

@@ -17,8 +17,10 @@
 //! - [`quarantine`]: an operator's record that one undecodable message is skipped by every reader.
 //! - [`lease`]: the writer lease in a KV bucket: one active writer per cell.
 //! - [`error`]: [`LogError`] and [`LeaseError`], and how a caller handles each variant.
+//! - [`connection`]: the options of every NATS connection: its events logged and counted.
 
 pub mod append;
+pub mod connection;
 pub mod entry;
 pub mod error;
 pub mod follow;

@@ -236,8 +236,7 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
 }
 
 async fn connect(url: &str, role: &str) -> Result<async_nats::Client, ServeError> {
-    async_nats::ConnectOptions::new()
-        .name(format!("orchestrator serve: {role}"))
+    crate::log::connection::options(&format!("orchestrator serve: {role}"))
         .connection_timeout(Duration::from_secs(5))
         .connect(url)
         .await

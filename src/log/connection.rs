@@ -1,0 +1,49 @@
+//! The NATS connections of this process: each role's connection logs what happens to it (a lost
+//! connection at WARN, its return at INFO, a slow consumer or a server error at WARN) and counts
+//! the losses, which the bridge exports as `orch_nats_disconnects_total`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_nats::{ConnectOptions, Event};
+
+static DISCONNECTS: AtomicU64 = AtomicU64::new(0);
+
+/// Connections of this process lost so far (each one reconnects on its own).
+pub fn disconnects() -> u64 {
+    DISCONNECTS.load(Ordering::Relaxed)
+}
+
+/// Options for a connection named `name` (shown by the server, and in the logs) that reports its
+/// events.
+pub fn options(name: &str) -> ConnectOptions {
+    let connection = name.to_owned();
+    ConnectOptions::new()
+        .name(name)
+        .event_callback(move |event| {
+            let connection = connection.clone();
+            async move {
+                match event {
+                    Event::Disconnected => {
+                        DISCONNECTS.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%connection, "NATS connection lost: reconnecting");
+                    }
+                    Event::Connected => tracing::info!(%connection, "NATS connection up"),
+                    Event::SlowConsumer(sid) => {
+                        tracing::warn!(%connection, sid, "NATS slow consumer: messages dropped")
+                    }
+                    Event::ServerError(e) => {
+                        tracing::warn!(%connection, error = %e, "NATS server error")
+                    }
+                    Event::ClientError(e) => {
+                        tracing::warn!(%connection, error = %e, "NATS client error")
+                    }
+                    Event::LameDuckMode => {
+                        tracing::warn!(%connection, "NATS server in lame duck mode: it will shut down")
+                    }
+                    Event::Draining | Event::Closed => {
+                        tracing::debug!(%connection, %event, "NATS connection")
+                    }
+                }
+            }
+        })
+}
