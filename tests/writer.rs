@@ -371,3 +371,57 @@ async fn recovers_from_a_snapshot_and_ignores_one_the_log_does_not_match() {
     assert_eq!(how.replayed, snap_seq);
     assert!(state.vms.is_empty());
 }
+
+/// Snapshots are taken by time as well as by count: a writer killed long before its
+/// `snapshot_every`-th event still leaves a snapshot that the next writer starts from.
+#[tokio::test]
+async fn a_writer_killed_before_its_snapshot_count_leaves_a_snapshot_by_time() {
+    use orchestrator::log::Reader;
+    use orchestrator::writer::recovery::{recover, snapshot_path};
+
+    let server = TestServer::start_default().await;
+    let client = server.client().await;
+    let data = tempfile::tempdir().unwrap();
+    let mut config = WriterConfig::new(CellId::default_cell());
+    config.data_dir = Some(data.path().to_path_buf());
+    config.snapshot_every = 1_000_000;
+    config.snapshot_interval = Duration::from_millis(200);
+    let writer = tokio::spawn(writer::run(
+        client.clone(),
+        config.clone(),
+        CancellationToken::new(),
+    ));
+    let c = Cell {
+        _server: server,
+        client: client.clone(),
+        store: Projections::open(&data.path().join("p")).unwrap().0,
+        stop: CancellationToken::new(),
+    };
+    c.wait_for_writer().await;
+    for i in 0..7 {
+        seq(&c
+            .cmd(
+                "vm_register",
+                &format!("r{i}"),
+                json!({"vm_id": format!("vm-{i}"), "capacity": 1}),
+            )
+            .await);
+    }
+    let path = snapshot_path(data.path(), &CellId::default_cell());
+    let js = async_nats::jetstream::new(client.clone());
+    let reader = Reader::new(js, CellId::default_cell()).await.unwrap();
+    let mut used = None;
+    for _ in 0..100 {
+        if path.exists() {
+            let (_, _, how) = recover(&reader, &config.domain, Some(&path)).await.unwrap();
+            if how.snapshot_seq == Some(7) {
+                used = how.snapshot_seq;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Killed, not stopped: no snapshot on the way out.
+    writer.abort();
+    assert_eq!(used, Some(7), "a snapshot by time, while the writer ran");
+}

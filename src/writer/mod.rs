@@ -45,6 +45,9 @@ pub struct WriterConfig {
     pub data_dir: Option<PathBuf>,
     /// Take a snapshot every this many events.
     pub snapshot_every: u64,
+    /// And at least this often while events come (so that a writer killed before its
+    /// `snapshot_every`-th event still leaves a recent snapshot to the next one).
+    pub snapshot_interval: Duration,
     /// The most appends in flight at once.
     pub max_in_flight: usize,
     /// The lease's time to live: a standby takes over within about this long.
@@ -64,6 +67,7 @@ impl WriterConfig {
             domain: DomainConfig::default(),
             data_dir: None,
             snapshot_every: 100_000,
+            snapshot_interval: Duration::from_secs(60),
             max_in_flight: 512,
             lease_ttl: log::DEFAULT_LEASE_TTL,
             timers: TimerConfig::default(),

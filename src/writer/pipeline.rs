@@ -74,6 +74,8 @@ struct Pipeline<'a> {
     recent: VecDeque<(u64, Envelope)>,
     snapshot: Option<PathBuf>,
     since_snapshot: u64,
+    /// When the last snapshot was started (or the term began).
+    last_snapshot: tokio::time::Instant,
     /// The snapshot being saved in the background, if one is.
     saving: Option<Saving>,
     /// The VMs' heartbeats, as this writer heard them.
@@ -141,6 +143,7 @@ pub async fn lead(
         recent: VecDeque::with_capacity(RECENT),
         snapshot,
         since_snapshot: 0,
+        last_snapshot: tokio::time::Instant::now(),
         saving: None,
         heartbeats: Heartbeats::new(crate::clock::now_ms()),
         queue_idle_at: None,
@@ -177,8 +180,9 @@ pub async fn lead(
     let term = loop {
         p.flush_ready().await;
         p.reap_snapshot();
-        if p.inflight.is_empty() && p.since_snapshot >= config.snapshot_every && p.saving.is_none()
-        {
+        let snapshot_due = p.since_snapshot >= config.snapshot_every
+            || (p.since_snapshot > 0 && p.last_snapshot.elapsed() >= config.snapshot_interval);
+        if p.inflight.is_empty() && snapshot_due && p.saving.is_none() {
             p.start_snapshot();
         }
         // A snapshot is of confirmed state only, so it waits for a moment with nothing in flight;

@@ -10,6 +10,7 @@ impl Pipeline<'_> {
     /// (the writer stops with appends that failed), no snapshot is taken.
     pub(super) fn start_snapshot(&mut self) {
         self.since_snapshot = 0;
+        self.last_snapshot = tokio::time::Instant::now();
         let (Some(path), Some(last_event)) = (self.snapshot.clone(), self.last_event.clone())
         else {
             return;
