@@ -1,7 +1,7 @@
 //! Integration tests of the log layer against a real `nats-server` (`$NATS_SERVER_BIN`, default
 //! `/usr/sbin/nats-server`): stream setup and conflicts, appends with expected sequences and
 //! dedup, pipelines fenced by the event id, ordered reads that keep their position across a server
-//! restart, foreign and undecodable messages and quarantine, and the writer lease.
+//! restart, foreign and undecodable messages and quarantine. The writer lease: `tests/lease.rs`.
 //!
 //! Run against both supported servers:
 //! `NATS_SERVER_BIN=/usr/sbin/nats-server cargo test --test log` and again with a current one.
@@ -9,78 +9,23 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
+use common::TestServer;
 use futures::StreamExt;
 use orchestrator::log::quarantine::{quarantine, QuarantineError};
 use orchestrator::log::{
-    ensure_lease_bucket, ensure_stream, Appended, Appender, Entry, Lease, LeaseError, LogConfig,
-    LogError, Reader, ServerVersion, SkipReason, StoredEvent, DEFAULT_LEASE_BUCKET,
+    ensure_stream, Appended, Appender, Entry, LogConfig, LogError, Reader, ServerVersion,
+    SkipReason, StoredEvent,
 };
 use orchestrator_events::{Actor, CellId, Envelope, Event, SessionId, VmId};
-use tokio_util::sync::CancellationToken;
 
-// ---- a local server per test (to be replaced by the shared harness in tests/common) ----
-
-struct Server {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> Server {
-        let bin =
-            std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "/usr/sbin/nats-server".into());
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(&bin)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
-        Server {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-            _dir: dir,
-        }
-    }
-
-    async fn client(&self) -> async_nats::Client {
-        let start = Instant::now();
-        loop {
-            match async_nats::connect(&self.url).await {
-                Ok(c) => return c,
-                Err(e) if start.elapsed() < Duration::from_secs(10) => {
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(25)).await
-                }
-                Err(e) => panic!("connecting to {}: {e}", self.url),
-            }
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn setup() -> (Server, jetstream::Context) {
-    let server = Server::start();
-    let client = server.client().await;
-    (server, jetstream::new(client))
+async fn setup() -> (TestServer, jetstream::Context) {
+    let server = TestServer::start_default().await;
+    let js = server.jetstream().await;
+    (server, js)
 }
 
 fn cell() -> CellId {
@@ -315,8 +260,7 @@ async fn unreachable_server_is_unavailable() {
         .build(client);
     let (appender, reader) = ready(&js).await;
     appender.append(&paused(1, "s1"), 0).await.unwrap();
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
+    server.kill().unwrap();
     let r = appender.append(&paused(2, "s1"), 1).await;
     assert!(matches!(r, Err(LogError::Unavailable(_))), "{r:?}");
     let r = reader.last_seq().await;
@@ -592,7 +536,7 @@ async fn an_undecodable_event_stops_the_read_until_quarantined() {
 /// the start of the stream; the read notices and goes on from its own position.
 #[tokio::test]
 async fn a_follower_resumes_at_its_position_after_the_server_restarts() {
-    let server = common::TestServer::start_default().await;
+    let server = TestServer::start_default().await;
     let js = server.jetstream().await;
     let (appender, reader) = ready(&js).await;
     for i in 0..20 {
@@ -620,126 +564,6 @@ async fn a_follower_resumes_at_its_position_after_the_server_restarts() {
         .expect("the follower goes on")
         .expect("no error");
     assert_eq!(next.seq(), 21, "{next:?}");
-}
-
-// ---- the writer lease ----
-
-const TTL: Duration = Duration::from_secs(1);
-
-#[tokio::test]
-async fn lease_is_exclusive_while_renewed() {
-    let (_s, js) = setup().await;
-    let kv = ensure_lease_bucket(&js, DEFAULT_LEASE_BUCKET, 1)
-        .await
-        .unwrap();
-    // Idempotent, like the event stream.
-    ensure_lease_bucket(&js, DEFAULT_LEASE_BUCKET, 1)
-        .await
-        .unwrap();
-    let a = Lease::try_acquire(&kv, &cell(), "a", TTL)
-        .await
-        .unwrap()
-        .expect("free");
-    let handle = a.keep_alive();
-    let cancel = CancellationToken::new();
-    let waiter = {
-        let (kv, cancel) = (kv.clone(), cancel.clone());
-        tokio::spawn(async move { Lease::acquire(&kv, &cell(), "b", TTL, &cancel).await })
-    };
-    tokio::time::sleep(TTL * 3).await;
-    assert!(
-        !waiter.is_finished(),
-        "b must not get the lease while a renews it"
-    );
-    assert!(!handle.is_lost());
-    assert!(Lease::try_acquire(&kv, &cell(), "c", TTL)
-        .await
-        .unwrap()
-        .is_none());
-
-    // A graceful release hands over at once.
-    let released = Instant::now();
-    handle.release().await.unwrap();
-    let b = tokio::time::timeout(TTL * 2, waiter)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    println!("takeover after release: {:?}", released.elapsed());
-    assert_eq!(b.holder(), "b");
-}
-
-#[tokio::test]
-async fn standby_takes_over_a_lapsed_lease_and_the_old_holder_sees_lost() {
-    let (_s, js) = setup().await;
-    let kv = ensure_lease_bucket(&js, DEFAULT_LEASE_BUCKET, 1)
-        .await
-        .unwrap();
-    let mut a = Lease::try_acquire(&kv, &cell(), "a", TTL)
-        .await
-        .unwrap()
-        .unwrap();
-    a.renew().await.unwrap();
-    let stopped = Instant::now(); // a stops renewing here
-    let b = Lease::acquire(&kv, &cell(), "b", TTL, &CancellationToken::new())
-        .await
-        .unwrap();
-    let took = stopped.elapsed();
-    println!("takeover after the holder stopped renewing: {took:?}");
-    assert!(took <= TTL * 2 + Duration::from_millis(500), "{took:?}");
-    assert_eq!(b.holder(), "b");
-    match a.renew().await {
-        Err(LeaseError::Lost { holder }) => assert_eq!(holder.as_deref(), Some("b")),
-        other => panic!("expected Lost, got {other:?}"),
-    }
-    // Releasing a lost lease is harmless and leaves b in place.
-    a.release().await.unwrap();
-    assert!(Lease::try_acquire(&kv, &cell(), "c", TTL)
-        .await
-        .unwrap()
-        .is_none());
-}
-
-#[tokio::test]
-async fn handle_fires_lost_when_the_lease_is_taken() {
-    let (_s, js) = setup().await;
-    let kv = ensure_lease_bucket(&js, DEFAULT_LEASE_BUCKET, 1)
-        .await
-        .unwrap();
-    let a = Lease::try_acquire(&kv, &cell(), "a", TTL)
-        .await
-        .unwrap()
-        .unwrap();
-    let handle = a.keep_alive();
-    // Someone overwrites the key behind the holder's back.
-    kv.put(
-        "writer.default",
-        Bytes::from_static(br#"{"holder":"x","expires_at_ms":1,"ttl_ms":1000}"#),
-    )
-    .await
-    .unwrap();
-    tokio::time::timeout(TTL * 2, handle.lost().cancelled())
-        .await
-        .expect("lost fires");
-    assert!(handle.is_lost());
-    handle.release().await.unwrap();
-}
-
-#[tokio::test]
-async fn leases_of_cells_are_independent() {
-    let (_s, js) = setup().await;
-    let kv = ensure_lease_bucket(&js, DEFAULT_LEASE_BUCKET, 1)
-        .await
-        .unwrap();
-    let eu = CellId::parse("eu-1").unwrap();
-    assert!(Lease::try_acquire(&kv, &cell(), "a", TTL)
-        .await
-        .unwrap()
-        .is_some());
-    assert!(Lease::try_acquire(&kv, &eu, "b", TTL)
-        .await
-        .unwrap()
-        .is_some());
 }
 
 // ---- measurements (not assertions) ----
