@@ -323,6 +323,23 @@ async fn the_queue_places_in_arrival_order_and_times_out_the_late() {
     );
 }
 
+/// Waits, up to 15 s, for the first event on `appended` (a core subscription to event subjects)
+/// that `wanted` accepts: the moment the writer starts a job.
+async fn first_appended(
+    appended: &mut async_nats::Subscriber,
+    wanted: impl Fn(&Event) -> bool,
+) -> Result<(), tokio::time::error::Elapsed> {
+    tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(m) = appended.next().await {
+            let env = orchestrator_events::decode(&m.payload).unwrap();
+            if wanted(&env.event) {
+                return;
+            }
+        }
+    })
+    .await
+}
+
 fn placed_from_queue(events: &[(u64, Envelope)]) -> Vec<String> {
     events
         .iter()
@@ -367,16 +384,9 @@ async fn a_standby_finishes_a_reaping_its_predecessor_died_in() {
         .subscribe("orch.default.evt.session.>")
         .await
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(15), async {
-        while let Some(m) = appended.next().await {
-            let env = orchestrator_events::decode(&m.payload).unwrap();
-            if matches!(env.event, Event::SessionEnded { .. }) {
-                return;
-            }
-        }
-    })
-    .await
-    .expect("the reaping begins");
+    first_appended(&mut appended, |e| matches!(e, Event::SessionEnded { .. }))
+        .await
+        .expect("the reaping begins");
     active.abort();
     drop(client_a);
     let mid = ended(&c.events().await, EndReason::VmLost).len();
@@ -447,13 +457,8 @@ async fn a_standby_finishes_the_queue_placements_its_predecessor_died_in() {
         json!({"vm_id": "vm-big", "capacity": QUEUED}),
     )
     .await;
-    tokio::time::timeout(Duration::from_secs(15), async {
-        while let Some(m) = appended.next().await {
-            let env = orchestrator_events::decode(&m.payload).unwrap();
-            if matches!(env.event, Event::SessionAssigned { .. }) {
-                return;
-            }
-        }
+    first_appended(&mut appended, |e| {
+        matches!(e, Event::SessionAssigned { .. })
     })
     .await
     .expect("the placements begin");

@@ -95,12 +95,7 @@ pub fn decide(state: &State, command: &Command, now: Timestamp) -> Result<Event,
             heartbeat_ms,
             endpoint,
         }) => {
-            // A lost VM registers again to come back.
-            if state
-                .vms
-                .get(vm_id)
-                .is_some_and(|vm| vm.status != VmStatus::Lost)
-            {
+            if state.vm_id_taken(vm_id) {
                 return Err(Rejection::AlreadyExists {
                     entity: Entity::Vm,
                     id: vm_id.to_string(),

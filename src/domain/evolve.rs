@@ -151,11 +151,7 @@ fn apply(state: &mut State, seq: u64, env: &Envelope) {
             endpoint,
         } => {
             // A lost VM comes back only by registering again, as a new incarnation.
-            if state
-                .vms
-                .get(vm_id)
-                .is_some_and(|vm| vm.status != VmStatus::Lost)
-            {
+            if state.vm_id_taken(vm_id) {
                 return;
             }
             let vm = Vm {

@@ -170,8 +170,8 @@ pub enum Violation {
         /// The configured maximum.
         max: u32,
     },
-    /// A VM holding sessions was retired.
-    #[error("VM {vm_id} retired while holding {used} sessions")]
+    /// A VM holding sessions was retired or declared lost.
+    #[error("VM {vm_id} left the pool while holding {used} sessions")]
     RetiredWithSessions {
         /// The VM.
         vm_id: VmId,
@@ -337,35 +337,10 @@ pub fn check_transition(before: &State, event: &Event) -> Result<(), Violation> 
                 });
             }
         }
-        Event::VmLost { vm_id, .. } => {
-            let vm = before.vms.get(vm_id).ok_or_else(|| Violation::UnknownVm {
-                event: ty,
-                vm_id: vm_id.clone(),
-            })?;
-            if !matches!(vm.status, VmStatus::Available | VmStatus::Draining) {
-                return Err(Violation::InvalidTransition {
-                    event: ty,
-                    id: vm_id.to_string(),
-                    status: vm.status.as_str(),
-                    allowed: "available or draining",
-                });
-            }
-            if vm.used > 0 {
-                return Err(Violation::RetiredWithSessions {
-                    vm_id: vm_id.clone(),
-                    used: vm.used,
-                });
-            }
-        }
         Event::VmRegistered {
             vm_id, capacity, ..
         } => {
-            // A lost VM registers again to come back.
-            if before
-                .vms
-                .get(vm_id)
-                .is_some_and(|vm| vm.status != VmStatus::Lost)
-            {
+            if before.vm_id_taken(vm_id) {
                 return Err(Violation::AlreadyExists {
                     event: ty,
                     id: vm_id.to_string(),
@@ -394,7 +369,9 @@ pub fn check_transition(before: &State, event: &Event) -> Result<(), Violation> 
                 });
             }
         }
-        Event::VmRetired { vm_id } => {
+        // Both leave the pool: from available or draining, and empty (a lost VM's sessions are
+        // ended first).
+        Event::VmRetired { vm_id } | Event::VmLost { vm_id, .. } => {
             let vm = before.vms.get(vm_id).ok_or_else(|| Violation::UnknownVm {
                 event: ty,
                 vm_id: vm_id.clone(),

@@ -284,6 +284,14 @@ impl State {
         self.sessions.contains_key(id) || self.ended.contains(&ended_key(id))
     }
 
+    /// Whether a VM of that id is in the pool's records and may not register again: any VM but a
+    /// lost one (which comes back by registering).
+    pub fn vm_id_taken(&self, id: &VmId) -> bool {
+        self.vms
+            .get(id)
+            .is_some_and(|vm| vm.status != VmStatus::Lost)
+    }
+
     /// Sessions a user has that are not ended.
     pub fn live_sessions_of(&self, user: &UserId) -> u32 {
         self.live_by_user.get(user).copied().unwrap_or(0)

@@ -167,21 +167,6 @@ impl Heartbeats {
         self.last.insert(vm, now);
     }
 
-    /// When the writer last heard from `vm`.
-    pub fn last(&self, vm: &VmId) -> Option<Timestamp> {
-        self.last.get(vm).copied()
-    }
-
-    /// How many VMs were heard from.
-    pub fn len(&self) -> usize {
-        self.last.len()
-    }
-
-    /// Whether no VM was heard from.
-    pub fn is_empty(&self) -> bool {
-        self.last.is_empty()
-    }
-
     /// The commands that declare the VMs past their deadline at `now` lost: for each, one end per
     /// session on it (reason `vm_lost`), then its `DeclareVmLost`. At most `max_vms` VMs.
     pub fn lost(

@@ -124,16 +124,6 @@ impl PlacementIndex {
         }
     }
 
-    /// How many requirement sets are indexed.
-    pub fn len(&self) -> usize {
-        self.sets.len()
-    }
-
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.sets.is_empty()
-    }
-
     /// The choice of [`super::choose`] for `requirements`, or `None` when they are not indexed.
     pub fn choose(
         &self,
