@@ -111,6 +111,14 @@ async fn a_queued_start_is_placed_when_room_frees_and_its_owner_learns_where_to_
     assert!(placed["event"]["SessionAssigned"]["placement"]["queued"]["waited_ms"].is_u64());
     assert_eq!(placed["endpoint"], endpoint, "{placed}");
 
+    // The feed reads the log; the session resource is a projection, which may be a moment behind
+    // an assignment the caller did not send: wait for it to reach the event, as the bridge does
+    // for a caller's own command.
+    let placed_seq = events[0].0;
+    h.store
+        .wait_for(placed_seq, Duration::from_secs(5))
+        .await
+        .expect("the projections reach the assignment");
     let read = h
         .call("GET", &format!("/v1/sessions/{bob_id}"), Some(BOB), None)
         .await;
