@@ -185,6 +185,19 @@ async fn orchestrator_killed_mid_burst_then_restarted_applies_each_command_once(
         "every accepted command (and the registration) is in the log once"
     );
     verify_clean_at(&client, log.last, Duration::from_secs(15)).await;
+    // Where the server has atomic batches, the killed writer was grouping its appends: the kill
+    // came with batches in flight, and the log holds the ones that were committed.
+    if crate::common::server_version().features().atomic_batch {
+        let js = async_nats::jetstream::new(client.clone());
+        let stream = js.get_stream("ORCH_DEFAULT").await.unwrap();
+        let mut batched = 0;
+        for seq in 1..=stored_at_kill {
+            let msg = stream.get_raw_message(seq).await.unwrap();
+            batched += usize::from(msg.headers.get("Nats-Batch-Id").is_some());
+        }
+        println!("{batched} of the {stored_at_kill} events stored before the kill came in batches");
+        assert!(batched > 0, "the killed writer never grouped its appends");
+    }
 
     // A graceful stop at the end.
     let pid = nix::unistd::Pid::from_raw(orch.child.id().unwrap() as i32);

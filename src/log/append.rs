@@ -33,12 +33,14 @@ use async_nats::jetstream::{
     context::{PublishAckFuture, PublishErrorKind},
     ErrorCode,
 };
+use async_nats::Subject;
 use bytes::Bytes;
 use orchestrator_events::subject::{
     event_subject, stream_name, EVENT_TYPE_HEADER, SCHEMA_VERSION_HEADER,
 };
 use orchestrator_events::{codec, CellId, Envelope, CURRENT_VERSION, MAX_EVENT_BYTES};
 
+use crate::log::batch::batch_error;
 use crate::log::error::{actual_last_sequence, api_code};
 use crate::log::LogError;
 
@@ -58,9 +60,9 @@ pub struct Appended {
 /// task: appends sent concurrently from several tasks reach the server in no defined order.
 #[derive(Debug, Clone)]
 pub struct Appender {
-    js: jetstream::Context,
-    cell: CellId,
-    stream: Arc<str>,
+    pub(super) js: jetstream::Context,
+    pub(super) cell: CellId,
+    pub(super) stream: Arc<str>,
 }
 
 impl Appender {
@@ -115,26 +117,20 @@ impl Appender {
         expected_last_seq: u64,
         previous_event_id: Option<&str>,
     ) -> Result<PendingAppend, LogError> {
-        let header_value = |what: &str, id: &str| {
-            id.parse::<HeaderValue>().map_err(|_| {
-                LogError::InvalidEnvelope(format!("{what} {id:?} is not a valid header value"))
-            })
-        };
+        let previous = previous_event_id
+            .map(|id| header_value("event id", id))
+            .transpose()?;
+        let prepared = self.prepare(env)?;
+        self.send_prepared(prepared, expected_last_seq, previous)
+            .await
+    }
+
+    /// Checks that `env` can be published as it is and builds its message, without sending it:
+    /// [`LogError::InvalidEnvelope`] for an event id that is not a header value or an encoding over
+    /// [`MAX_EVENT_BYTES`] (retrying cannot fix either).
+    pub fn prepare(&self, env: &Envelope) -> Result<Prepared, LogError> {
+        let event_id = header_value("event id", &env.event_id)?;
         let mut headers = HeaderMap::new();
-        headers.insert(
-            header::NATS_EXPECTED_LAST_SEQUENCE,
-            HeaderValue::from(expected_last_seq),
-        );
-        headers.insert(
-            header::NATS_MESSAGE_ID,
-            header_value("event id", &env.event_id)?,
-        );
-        if let Some(previous) = previous_event_id {
-            headers.insert(
-                header::NATS_EXPECTED_LAST_MESSAGE_ID,
-                header_value("event id", previous)?,
-            );
-        }
         headers.insert(EVENT_TYPE_HEADER, env.event.event_type().as_str());
         headers.insert(SCHEMA_VERSION_HEADER, HeaderValue::from(CURRENT_VERSION));
         let payload = codec::encode(env);
@@ -145,8 +141,36 @@ impl Appender {
                 payload.len()
             )));
         }
-        let subject = event_subject(&self.cell, &env.event);
-        let payload = Bytes::from(payload);
+        Ok(Prepared {
+            subject: event_subject(&self.cell, &env.event).into(),
+            headers,
+            event_id,
+            payload: Bytes::from(payload),
+        })
+    }
+
+    /// Sends one prepared event on its own, with `Nats-Msg-Id` and the expected-sequence checks
+    /// of [`Appender::send_after`].
+    pub async fn send_prepared(
+        &self,
+        prepared: Prepared,
+        expected_last_seq: u64,
+        previous_event_id: Option<HeaderValue>,
+    ) -> Result<PendingAppend, LogError> {
+        let Prepared {
+            subject,
+            mut headers,
+            event_id,
+            payload,
+        } = prepared;
+        headers.insert(
+            header::NATS_EXPECTED_LAST_SEQUENCE,
+            HeaderValue::from(expected_last_seq),
+        );
+        headers.insert(header::NATS_MESSAGE_ID, event_id);
+        if let Some(previous) = previous_event_id {
+            headers.insert(header::NATS_EXPECTED_LAST_MESSAGE_ID, previous);
+        }
         let ack = self
             .js
             .publish_with_headers(subject, headers, payload)
@@ -156,8 +180,25 @@ impl Appender {
             ack,
             expected: expected_last_seq,
             stream: self.stream.clone(),
+            batch: false,
         })
     }
+}
+
+/// An event's message, checked and encoded, not yet sent ([`Appender::prepare`]).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub(super) subject: Subject,
+    /// Its headers, without the checks and ids that depend on how it is sent.
+    pub(super) headers: HeaderMap,
+    pub(super) event_id: HeaderValue,
+    pub(super) payload: Bytes,
+}
+
+fn header_value(what: &str, id: &str) -> Result<HeaderValue, LogError> {
+    id.parse::<HeaderValue>().map_err(|_| {
+        LogError::InvalidEnvelope(format!("{what} {id:?} is not a valid header value"))
+    })
 }
 
 /// An append that was sent; await it (or call [`PendingAppend::ack`]) for the server's answer.
@@ -166,9 +207,11 @@ impl Appender {
 #[derive(Debug)]
 #[must_use = "an append's outcome is only known by awaiting its ack"]
 pub struct PendingAppend {
-    ack: PublishAckFuture,
-    expected: u64,
-    stream: Arc<str>,
+    pub(super) ack: PublishAckFuture,
+    pub(super) expected: u64,
+    pub(super) stream: Arc<str>,
+    /// The commit of an atomic batch: its errors are mapped as a batch's.
+    pub(super) batch: bool,
 }
 
 impl PendingAppend {
@@ -179,10 +222,13 @@ impl PendingAppend {
 
     /// Waits for the server's ack.
     pub async fn ack(self) -> Result<Appended, LogError> {
-        let ack = self
-            .ack
-            .await
-            .map_err(|err| publish_error(err, self.expected, &self.stream))?;
+        let ack = self.ack.await.map_err(|err| {
+            if self.batch {
+                batch_error(err, self.expected, &self.stream)
+            } else {
+                publish_error(err, self.expected, &self.stream)
+            }
+        })?;
         if ack.stream != *self.stream {
             return Err(LogError::Jetstream(format!(
                 "append stored in stream {} instead of {}",
@@ -205,7 +251,11 @@ impl IntoFuture for PendingAppend {
     }
 }
 
-fn publish_error(err: jetstream::context::PublishError, expected: u64, stream: &str) -> LogError {
+pub(super) fn publish_error(
+    err: jetstream::context::PublishError,
+    expected: u64,
+    stream: &str,
+) -> LogError {
     match err.kind() {
         PublishErrorKind::WrongLastSequence => LogError::WrongLastSequence {
             expected,

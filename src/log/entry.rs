@@ -18,6 +18,7 @@
 use async_nats::header::{HeaderMap, NATS_EXPECTED_LAST_SEQUENCE};
 use orchestrator_events::{codec, Envelope, Timestamp};
 
+use super::batch::{BATCH_ID_HEADER, BATCH_SEQUENCE_HEADER};
 use super::quarantine::{QuarantineRecord, QuarantineSet};
 use super::LogError;
 
@@ -117,11 +118,6 @@ pub fn appended_by_writer(seq: u64, headers: Option<&HeaderMap>) -> bool {
         && number(BATCH_SEQUENCE_HEADER).is_some_and(|n| n > 1);
     checked || later_in_batch
 }
-
-/// The header naming an atomic batch.
-pub const BATCH_ID_HEADER: &str = "Nats-Batch-Id";
-/// The header giving a message's place in its atomic batch, from 1.
-pub const BATCH_SEQUENCE_HEADER: &str = "Nats-Batch-Sequence";
 
 /// A raw stored message, whichever way it was read.
 pub struct RawMessage<'a> {

@@ -11,7 +11,7 @@ use async_nats::jetstream::{Error as ApiError, ErrorCode};
 use orchestrator_events::DecodeError;
 
 /// What went wrong with the log (the cell's JetStream stream).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LogError {
     /// NATS could not be reached or did not answer in time. Retry later with backoff. An append that
     /// failed this way may or may not have been stored: retry it with the same command id (the

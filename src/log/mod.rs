@@ -9,6 +9,7 @@
 //!   ignores several newer ones).
 //! - [`append`]: [`Appender`], appends with `Nats-Expected-Last-Sequence` and `Nats-Msg-Id`, one at
 //!   a time or pipelined.
+//! - [`batch`]: atomic batches of appends (NATS 2.12+), the writer's group commit.
 //! - [`read`]: [`Reader`], one message by sequence, the last sequence, and ordered replays that keep
 //!   their own position across reconnects: [`EntryStream`] (every message) and [`EventStream`]
 //!   (events only), in [`follow`].
@@ -20,6 +21,7 @@
 //! - [`connection`]: the options of every NATS connection: its events logged and counted.
 
 pub mod append;
+pub mod batch;
 pub mod connection;
 pub mod entry;
 pub mod error;
@@ -30,7 +32,8 @@ pub mod read;
 pub mod stream;
 pub mod version;
 
-pub use append::{Appended, Appender, PendingAppend};
+pub use append::{Appended, Appender, PendingAppend, Prepared};
+pub use batch::{batches_allowed, MAX_BATCH};
 pub use entry::{Entry, SkipReason, Skipped, StoredEvent};
 pub use error::{LeaseError, LogError};
 pub use follow::{EntryStream, EventStream};

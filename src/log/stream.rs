@@ -93,13 +93,30 @@ impl Default for LogConfig {
 
 /// Creates the cell's event stream, or checks that the existing one has the wanted settings.
 ///
+/// On servers with atomic batches (2.12+) the stream allows them (`allow_atomic`), an existing one
+/// included: the writer's group commit sends its appends that way.
+///
 /// Idempotent: calling it again (from this or another process) with the same config succeeds.
 pub async fn ensure_stream(
     js: &jetstream::Context,
     config: &LogConfig,
 ) -> Result<Stream, LogError> {
-    ServerVersion::of(&js.client())?;
-    ensure_stream_config(js, config.stream_config()).await
+    let features = ServerVersion::of(&js.client())?.features();
+    let mut wanted = config.stream_config();
+    wanted.allow_atomic_publish = features.atomic_batch;
+    let stream = ensure_stream_config(js, wanted.clone()).await?;
+    if !features.atomic_batch || stream.cached_info().config.allow_atomic_publish {
+        return Ok(stream);
+    }
+    // A stream created before the server supported atomic batches (or by an older build): allow
+    // them, so that the writer can group its appends. Nothing else changes.
+    let mut updated = stream.cached_info().config.clone();
+    updated.allow_atomic_publish = true;
+    js.update_stream(updated)
+        .await
+        .map_err(|e| LogError::Jetstream(format!("allowing atomic batches: {e}")))?;
+    tracing::info!(stream = %wanted.name, "stream now allows atomic batches");
+    ensure_stream_config(js, wanted).await
 }
 
 /// Creates a stream with `wanted`, or checks an existing one against the settings `wanted` sets.

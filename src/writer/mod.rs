@@ -48,8 +48,12 @@ pub struct WriterConfig {
     /// And at least this often while events come (so that a writer killed before its
     /// `snapshot_every`-th event still leaves a recent snapshot to the next one).
     pub snapshot_interval: Duration,
-    /// The most appends in flight at once.
+    /// The most commands in flight at once (decided, not yet answered).
     pub max_in_flight: usize,
+    /// Group commit: on servers with atomic batches (2.12+), appends decided while one is in flight
+    /// leave together as one batch, stored with one fsync. Off (or on older servers), appends are
+    /// pipelined one by one.
+    pub group_commit: bool,
     /// The lease's time to live: a standby takes over within about this long.
     pub lease_ttl: Duration,
     /// The cell's timeouts and heartbeat deadline.
@@ -69,6 +73,7 @@ impl WriterConfig {
             snapshot_every: 100_000,
             snapshot_interval: Duration::from_secs(60),
             max_in_flight: 512,
+            group_commit: true,
             lease_ttl: log::DEFAULT_LEASE_TTL,
             timers: TimerConfig::default(),
             tick: Duration::from_millis(100),

@@ -26,18 +26,27 @@ use super::protocol::{self, Reply, Request};
 mod answers;
 mod append;
 mod automatic;
+mod group;
 mod snapshot;
 
 use super::recovery::{self, snapshot_path, LastEvent};
 use super::{WriterConfig, WriterError};
 use crate::domain::timers::Heartbeats;
 use crate::domain::State;
-use crate::log::{Appended, Appender, LogError, Reader};
+use crate::log::{
+    batches_allowed, Appended, Appender, LogError, PendingAppend, Prepared, Reader, ServerVersion,
+};
 use snapshot::{log_snapshot, Saving};
 
 type AckFuture = Pin<Box<dyn Future<Output = Result<Appended, LogError>> + Send>>;
 
 enum Outcome {
+    /// Decided and folded into the state at `seq`, waiting to be sent with the next group commit.
+    Staged {
+        seq: u64,
+        env: Box<Envelope>,
+        prepared: Box<Prepared>,
+    },
     /// Appended at `seq` if the ack says so.
     Append {
         seq: u64,
@@ -71,6 +80,10 @@ struct Pipeline<'a> {
     /// Recoveries since the last append that succeeded.
     fruitless: u32,
     inflight: VecDeque<Entry>,
+    /// Appends sent and not yet acknowledged (entries of `inflight`).
+    sent: usize,
+    /// Whether appends are grouped into atomic batches ([`group`]) or pipelined one by one.
+    batches: bool,
     recent: VecDeque<(u64, Envelope)>,
     snapshot: Option<PathBuf>,
     since_snapshot: u64,
@@ -140,6 +153,8 @@ pub async fn lead(
         confirmed_seq: 0,
         fruitless: 0,
         inflight: VecDeque::new(),
+        sent: 0,
+        batches: false,
         recent: VecDeque::with_capacity(RECENT),
         snapshot,
         since_snapshot: 0,
@@ -155,6 +170,12 @@ pub async fn lead(
             Term::LeaseLost
         }
     };
+    p.batches = config.group_commit && group_commit_possible(client, js, cell).await?;
+    tracing::info!(
+        cell = %cell,
+        appends = if p.batches { "grouped into atomic batches" } else { "pipelined one by one" },
+        "writer append path"
+    );
     match p.resync(&lost, &shutdown).await {
         Resync::Done => {}
         Resync::Stopped => return Ok(stopped(&shutdown)),
@@ -179,6 +200,9 @@ pub async fn lead(
     tracing::info!(cell = %cell, seq = p.state.last_seq, "writer serving commands");
     let term = loop {
         p.flush_ready().await;
+        if p.batches {
+            p.send_staged().await;
+        }
         p.reap_snapshot();
         let snapshot_due = p.since_snapshot >= config.snapshot_every
             || (p.since_snapshot > 0 && p.last_snapshot.elapsed() >= config.snapshot_interval);
@@ -234,6 +258,42 @@ pub async fn lead(
         }
     }
     Ok(term)
+}
+
+/// Whether this writer can group its appends: the server has atomic batches and the stream allows
+/// them (see [`crate::log::batch`]).
+async fn group_commit_possible(
+    client: &async_nats::Client,
+    js: &async_nats::jetstream::Context,
+    cell: &orchestrator_events::CellId,
+) -> Result<bool, WriterError> {
+    let features = ServerVersion::of(client)?.features();
+    if !features.atomic_batch {
+        return Ok(false);
+    }
+    let name = orchestrator_events::subject::stream_name(cell);
+    match js.get_stream(&name).await {
+        Ok(stream) => Ok(batches_allowed(features, &stream.cached_info().config)),
+        Err(e) => {
+            tracing::warn!(stream = %name, error = %e, "reading the stream's settings: appending one at a time");
+            Ok(false)
+        }
+    }
+}
+
+/// An append's ack, or [`LogError::Unavailable`] once [`ACK_TIMEOUT`] has passed since it was sent.
+fn with_deadline(pending: PendingAppend) -> AckFuture {
+    // The deadline counts from the send, not from the first poll: after a lost connection every
+    // ack in flight expires at about the same time.
+    let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
+    Box::pin(async move {
+        match tokio::time::timeout_at(deadline, pending.ack()).await {
+            Ok(ack) => ack,
+            Err(_) => Err(LogError::Unavailable(format!(
+                "no ack within {ACK_TIMEOUT:?} of sending"
+            ))),
+        }
+    })
 }
 
 /// Resolves with the head's ack; pending forever when the head is not an append.

@@ -13,7 +13,7 @@ impl Pipeline<'_> {
     pub(super) async fn flush_ready(&mut self) {
         while let Some(front) = self.inflight.front() {
             match front.outcome {
-                Outcome::Append { .. } => return,
+                Outcome::Append { .. } | Outcome::Staged { .. } => return,
                 Outcome::Ready(_) | Outcome::Duplicate { .. } => {}
             }
             let Some(entry) = self.inflight.pop_front() else {
@@ -22,7 +22,7 @@ impl Pipeline<'_> {
             let reply = match entry.outcome {
                 Outcome::Ready(reply) => reply,
                 Outcome::Duplicate { seq } => self.first_result(seq).await,
-                Outcome::Append { .. } => unreachable!("checked above"),
+                Outcome::Append { .. } | Outcome::Staged { .. } => unreachable!("checked above"),
             };
             self.reply_now(entry.reply_to, entry.json, reply).await;
         }
@@ -56,6 +56,9 @@ impl Pipeline<'_> {
     pub(super) async fn drain(&mut self) {
         while !self.inflight.is_empty() {
             self.flush_ready().await;
+            if self.batches {
+                self.send_staged().await;
+            }
             if self.inflight.is_empty() {
                 break;
             }

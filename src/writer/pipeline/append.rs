@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{
-    unavailable, AckFuture, Entry, Outcome, Pipeline, Resync, ACK_TIMEOUT,
+    unavailable, with_deadline, AckFuture, Entry, Outcome, Pipeline, Resync,
     MAX_FRUITLESS_RECOVERIES, RECENT,
 };
 use crate::clock::now_ms;
@@ -45,7 +45,11 @@ impl Pipeline<'_> {
                     meta.actor,
                     event,
                 );
-                self.send(env, &span).await
+                if self.batches {
+                    self.stage(env, &span)
+                } else {
+                    self.send(env, &span).await
+                }
             }
             Ok(Decision::AlreadyApplied { seq }) => Outcome::Duplicate { seq },
             Err(rejection) => {
@@ -85,21 +89,10 @@ impl Pipeline<'_> {
                 tracing::warn!(%reason, "command refused: its event cannot be stored");
                 return Outcome::Ready(refused(&reason));
             }
-            Ok(pending) => {
-                // The deadline counts from the send, not from the first poll: after a lost
-                // connection every ack in flight expires at about the same time.
-                let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
-                Box::pin(async move {
-                    match tokio::time::timeout_at(deadline, pending.ack()).await {
-                        Ok(ack) => ack,
-                        Err(_) => Err(LogError::Unavailable(format!(
-                            "no ack within {ACK_TIMEOUT:?} of sending"
-                        ))),
-                    }
-                })
-            }
+            Ok(pending) => with_deadline(pending),
             Err(e) => Box::pin(async move { Err(e) }),
         };
+        self.sent += 1;
         evolve(&mut self.state, seq, &env);
         Outcome::Append {
             seq,
@@ -116,6 +109,12 @@ impl Pipeline<'_> {
                 // The head's ack has completed and must not be polled again. A refusal that
                 // retrying cannot fix answers this command alone; otherwise keep its request,
                 // which the recovery decides again.
+                if let LogError::Unsupported(reason) = &e {
+                    if self.batches {
+                        tracing::warn!(%reason, "atomic batches refused: appending one at a time");
+                        self.batches = false;
+                    }
+                }
                 if let Some(head) = self.inflight.front_mut() {
                     head.outcome = Outcome::Ready(unavailable());
                     if let LogError::InvalidEnvelope(reason) = &e {
@@ -152,6 +151,7 @@ impl Pipeline<'_> {
                 appended.seq, appended.duplicate
             )));
         }
+        self.sent = self.sent.saturating_sub(1);
         tracing::debug!(seq, command_id = %env.command_id, event = %env.event.event_type(), "appended");
         self.last_event = Some(LastEvent {
             seq,
@@ -181,6 +181,7 @@ impl Pipeline<'_> {
         shutdown: &CancellationToken,
     ) -> Resync {
         let entries: Vec<Entry> = self.inflight.drain(..).collect();
+        self.sent = 0;
         let mut requests = Vec::with_capacity(entries.len());
         let mut acks = Vec::new();
         for e in entries {
@@ -225,7 +226,7 @@ impl Pipeline<'_> {
 }
 
 /// The answer to a command whose event the log can never store as it is.
-fn refused(reason: &str) -> Reply {
+pub(super) fn refused(reason: &str) -> Reply {
     Reply::error(
         "payload_too_large",
         format!("the command's event cannot be stored ({reason}); it was not applied, and retrying it cannot succeed"),
