@@ -5,18 +5,39 @@ mod common;
 mod faults_support;
 
 use faults_support::*;
+use orchestrator::nats_server::Durability;
 
 /// The nats-server is restarted while commands keep coming: the writer and the projector reconnect
 /// by themselves, every command (retried with its id by its client) is eventually accepted, no
 /// acknowledged event is lost, the projection catches up and verify is clean.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_server_restart_mid_run_loses_nothing() {
+    restart_mid_run(Durability::Default, writer::pipeline::ACK_TIMEOUT, false).await;
+}
+
+/// The same with `sync_interval: always` (where the server has it), the server killed with SIGKILL
+/// (so acks in flight are lost with it) and an ack timeout far longer than the test's waits:
+/// appends in flight when the server goes away are recovered from the log as soon as the
+/// connection is back, not after their ack timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_in_flight_at_a_restart_do_not_wait_for_their_ack_timeout() {
+    let durability = if crate::common::server_version().features().sync_always {
+        Durability::SyncAlways
+    } else {
+        Durability::Default
+    };
+    restart_mid_run(durability, Duration::from_secs(600), true).await;
+}
+
+/// Restarts the server (killed with SIGKILL when `kill`) in the middle of a run.
+async fn restart_mid_run(durability: Durability, ack_timeout: Duration, kill: bool) {
     init_tracing();
-    let mut server = TestServer::start_default().await;
+    let mut server = TestServer::start(durability).await;
     let stop = CancellationToken::new();
     let client = server.client().await;
     let config = WriterConfig {
         lease_ttl: Duration::from_secs(2),
+        ack_timeout,
         ..WriterConfig::new(cell())
     };
     let writer_task = tokio::spawn(writer::run(client.clone(), config, stop.clone()));
@@ -75,6 +96,9 @@ async fn nats_server_restart_mid_run_loses_nothing() {
     let pid = server.pid();
     let before = count();
     let restarting = Instant::now();
+    if kill {
+        server.kill().unwrap();
+    }
     server.restart().await.unwrap();
     let restart_took = restarting.elapsed();
     assert_ne!(server.pid(), pid, "the server was not restarted");

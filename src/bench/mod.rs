@@ -390,6 +390,11 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
              'after' repeats them once the NATS and HTTP phases are done: the gap shows how much \
              the machine's capacity moved during the run"
                 .into(),
+            "on servers >= 2.12 the writer groups the appends decided while one is in flight \
+             into one atomic batch (group commit); on older ones it pipelines them one by one. \
+             The raw atomic-batch rate sends batches as large as the most clients of the run, \
+             one at a time"
+                .into(),
             "with sync always on servers >= 2.12 the rebuild stream is filled with atomic batches \
              (one fsync per batch) into a stream of the log's configuration plus allow_atomic; \
              what is read back is the same"

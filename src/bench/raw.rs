@@ -30,6 +30,12 @@ pub struct RawFigures {
     pub pipelined: Rate,
     /// How many publishes were in flight at most.
     pub in_flight: usize,
+    /// Atomic batches of `batch_size` messages, one batch at a time, each expecting the one before
+    /// it (servers with atomic batches only, 2.12+): the ceiling of the writer's group commit.
+    pub batches: Option<Rate>,
+    /// The messages per atomic batch: the most clients of the run, as many commands as the writer
+    /// can have waiting at once.
+    pub batch_size: usize,
     /// An ordered-consumer replay of the scratch stream, decoding every envelope (not measured
     /// again when the limits are re-measured after the orchestrator phases).
     pub replay: Option<Rate>,
@@ -177,6 +183,7 @@ pub async fn publish_batches(
     msgs: Vec<RawMessage>,
     last: u64,
     batch: usize,
+    deadline: Option<Instant>,
 ) -> Result<Rate, BenchError> {
     #[derive(serde::Deserialize)]
     struct BatchAck {
@@ -187,7 +194,7 @@ pub async fn publish_batches(
     let mut stored = last;
     let mut msgs = msgs.into_iter().peekable();
     let timeout = Some(Duration::from_secs(30));
-    while msgs.peek().is_some() {
+    while msgs.peek().is_some() && deadline.is_none_or(|d| Instant::now() < d) {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let chunk: Vec<RawMessage> = msgs.by_ref().take(batch.max(1)).collect();
         let n = chunk.len();
@@ -305,6 +312,23 @@ pub async fn measure(
     let pipelined = publish_pipelined(&js, msgs, last, plan.in_flight, Some(deadline)).await?;
     last += pipelined.count;
 
+    let batch_size = plan.clients.iter().copied().max().unwrap_or(1).max(2);
+    let batches = if crate::log::ServerVersion::of(client)?
+        .features()
+        .atomic_batch
+    {
+        tracing::info!(batch_size, "raw: atomic batches, one at a time");
+        let msgs: Vec<_> = (0..plan.raw_pipelined)
+            .map(|_| RawMessage::for_batch(&cell, &mix.next_envelope()))
+            .collect();
+        let deadline = Instant::now() + plan.duration;
+        let rate = publish_batches(client, msgs, last, batch_size, Some(deadline)).await?;
+        last += rate.count;
+        Some(rate)
+    } else {
+        None
+    };
+
     let replay = if with_replay {
         tracing::info!(events = last, "raw: ordered-consumer replay");
         let reader = Reader::new(js, cell).await?;
@@ -316,6 +340,8 @@ pub async fn measure(
         sequential,
         pipelined,
         in_flight: plan.in_flight,
+        batches,
+        batch_size,
         replay,
     })
 }

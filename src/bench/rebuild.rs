@@ -95,7 +95,7 @@ pub async fn measure(
                 .map(|_| RawMessage::for_batch(&cell, &mix.next_envelope()))
                 .collect();
             payload_bytes += msgs.iter().map(|m| m.payload_len() as u64).sum::<u64>();
-            raw::publish_batches(client, msgs, last, ATOMIC_BATCH).await?
+            raw::publish_batches(client, msgs, last, ATOMIC_BATCH, None).await?
         } else {
             let msgs = raw::messages(&cell, &mut mix, last, n)?;
             payload_bytes += msgs.iter().map(|m| m.payload_len() as u64).sum::<u64>();

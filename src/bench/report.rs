@@ -172,7 +172,56 @@ pub fn evaluate(
                     measured: format!("{}/s vs {}/s", thousands(l.per_second), thousands(raw_rate)),
                     pass: l.per_second >= raw_rate,
                 });
+                let r = ratio(l.per_second, raw_rate);
+                out.push(TargetResult {
+                    mode: mode.clone(),
+                    target: format!(
+                        "with sync always, throughput at {} clients >= 10x raw per-message rate",
+                        l.clients
+                    ),
+                    measured: format!(
+                        "{r:.1}x ({}/s vs {}/s)",
+                        thousands(l.per_second),
+                        thousands(raw_rate)
+                    ),
+                    pass: r >= 10.0,
+                });
+                if let Some(b) = &f.raw.batches {
+                    let r = ratio(l.per_second, b.per_second);
+                    out.push(TargetResult {
+                        mode: mode.clone(),
+                        target: format!(
+                            "with sync always, throughput at {} clients >= 50% of raw atomic batches of {}",
+                            l.clients, f.raw.batch_size
+                        ),
+                        measured: format!(
+                            "{:.0}% ({}/s of {}/s)",
+                            r * 100.0,
+                            thousands(l.per_second),
+                            thousands(b.per_second)
+                        ),
+                        pass: r >= 0.5,
+                    });
+                }
             }
+        }
+        let http_busiest = f.http.writes.iter().max_by_key(|h| h.clients);
+        if let Some((h, n)) = http_busiest.and_then(|h| Some((h, level(f, h.clients)?))) {
+            let r = ratio(h.per_second, n.per_second);
+            out.push(TargetResult {
+                mode: mode.clone(),
+                target: format!(
+                    "HTTP writes at {} clients >= 60% of the same commands over NATS",
+                    h.clients
+                ),
+                measured: format!(
+                    "{:.0}% ({}/s of {}/s)",
+                    r * 100.0,
+                    thousands(h.per_second),
+                    thousands(n.per_second)
+                ),
+                pass: r >= 0.6,
+            });
         }
         if let Some(l) = level(f, 1) {
             let r = ratio(l.latency.p99_us, f.raw.sequential.p99_us);
@@ -497,6 +546,25 @@ impl BenchReport {
                         &rate(l.per_second, "cmd/s"),
                         &raw_rate_text,
                         &format!("{:.3}", ratio(l.per_second, raw_rate)),
+                    ],
+                );
+            }
+            if let (Some(b), Some(l)) = (&f.raw.batches, busiest(f)) {
+                row(
+                    &mut t,
+                    [
+                        mode,
+                        &format!(
+                            "commands/s, {}, against group commit's ceiling",
+                            clients(l.clients)
+                        ),
+                        &rate(l.per_second, "cmd/s"),
+                        &format!(
+                            "{} atomic batches of {}, one at a time",
+                            rate(b.per_second, "msg/s"),
+                            f.raw.batch_size
+                        ),
+                        &format!("{:.3}", ratio(l.per_second, b.per_second)),
                     ],
                 );
             }

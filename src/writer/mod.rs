@@ -56,6 +56,9 @@ pub struct WriterConfig {
     pub group_commit: bool,
     /// The lease's time to live: a standby takes over within about this long.
     pub lease_ttl: Duration,
+    /// How long the writer waits for an append's ack before it recovers from the log (a lost
+    /// connection that comes back sooner ends the wait at once).
+    pub ack_timeout: Duration,
     /// The cell's timeouts and heartbeat deadline.
     pub timers: TimerConfig,
     /// How often the active writer looks for due timers, lost VMs and room for queued sessions.
@@ -75,6 +78,7 @@ impl WriterConfig {
             max_in_flight: 512,
             group_commit: true,
             lease_ttl: log::DEFAULT_LEASE_TTL,
+            ack_timeout: pipeline::ACK_TIMEOUT,
             timers: TimerConfig::default(),
             tick: Duration::from_millis(100),
         }

@@ -82,6 +82,9 @@ struct Pipeline<'a> {
     inflight: VecDeque<Entry>,
     /// Appends sent and not yet acknowledged (entries of `inflight`).
     sent: usize,
+    /// The connection's count of connects when the oldest append in flight was sent: when it
+    /// grows, the connection came back, and acks sent before the loss may never come.
+    sent_on_connect: u64,
     /// Whether appends are grouped into atomic batches ([`group`]) or pipelined one by one.
     batches: bool,
     recent: VecDeque<(u64, Envelope)>,
@@ -100,8 +103,12 @@ struct Pipeline<'a> {
 
 const RECENT: usize = 1024;
 
-/// How long after sending an append the writer waits for its ack before it recovers from the log.
-const ACK_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long after sending an append the writer waits for its ack, by default, before it recovers
+/// from the log ([`WriterConfig::ack_timeout`]).
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How often a writer with appends in flight checks whether its connection came back.
+const RECONNECT_CHECK: Duration = Duration::from_millis(50);
 
 /// Recoveries in a row, with no append acknowledged in between, after which the writer steps down.
 pub const MAX_FRUITLESS_RECOVERIES: u32 = 5;
@@ -146,7 +153,7 @@ pub async fn lead(
     let mut p = Pipeline {
         client,
         config,
-        appender: Appender::new(js.clone(), cell.clone()),
+        appender: Appender::new(appends_context(js, config.ack_timeout), cell.clone()),
         reader,
         state: State::new(config.domain.clone()),
         last_event: None,
@@ -154,6 +161,7 @@ pub async fn lead(
         fruitless: 0,
         inflight: VecDeque::new(),
         sent: 0,
+        sent_on_connect: 0,
         batches: false,
         recent: VecDeque::with_capacity(RECENT),
         snapshot,
@@ -197,6 +205,8 @@ pub async fn lead(
     p.heartbeats = Heartbeats::new(crate::clock::now_ms());
     let mut tick = tokio::time::interval(config.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reconnect_check = tokio::time::interval(RECONNECT_CHECK);
+    reconnect_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(cell = %cell, seq = p.state.last_seq, "writer serving commands");
     let term = loop {
         p.flush_ready().await;
@@ -227,7 +237,19 @@ pub async fn lead(
             ack = head_ack(&mut p.inflight), if head_pending => {
                 if let Err(e) = p.on_ack(ack).await {
                     tracing::warn!(error = %e, "append failed: recovering from the log and deciding again");
-                    match p.recover_and_redecide(&lost, &shutdown).await {
+                    match p.recover_and_redecide(&lost, &shutdown, true).await {
+                        Resync::Done => {}
+                        Resync::Stopped => break stopped(&shutdown),
+                        Resync::Stuck(why) => break Term::SteppedDown(why),
+                    }
+                }
+            }
+            _ = reconnect_check.tick(), if p.sent > 0 => {
+                if connects(client) != p.sent_on_connect {
+                    // The server is back: acks lost with the old connection would only come at
+                    // their timeout. Recover from the log now instead of waiting for them.
+                    tracing::warn!(in_flight = p.sent, "NATS connection came back with appends in flight: recovering from the log");
+                    match p.recover_and_redecide(&lost, &shutdown, false).await {
                         Resync::Done => {}
                         Resync::Stopped => break stopped(&shutdown),
                         Resync::Stuck(why) => break Term::SteppedDown(why),
@@ -281,19 +303,39 @@ async fn group_commit_possible(
     }
 }
 
-/// An append's ack, or [`LogError::Unavailable`] once [`ACK_TIMEOUT`] has passed since it was sent.
-fn with_deadline(pending: PendingAppend) -> AckFuture {
+/// An append's ack, or [`LogError::Unavailable`] once `timeout` has passed since it was sent.
+fn with_deadline(pending: PendingAppend, timeout: Duration) -> AckFuture {
     // The deadline counts from the send, not from the first poll: after a lost connection every
     // ack in flight expires at about the same time.
-    let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
+    let deadline = tokio::time::Instant::now() + timeout;
     Box::pin(async move {
         match tokio::time::timeout_at(deadline, pending.ack()).await {
             Ok(ack) => ack,
             Err(_) => Err(LogError::Unavailable(format!(
-                "no ack within {ACK_TIMEOUT:?} of sending"
+                "no ack within {timeout:?} of sending"
             ))),
         }
     })
+}
+
+/// A JetStream context whose requests (the appends' acks) time out after the writer's ack
+/// timeout rather than the context's default.
+fn appends_context(
+    js: &async_nats::jetstream::Context,
+    ack_timeout: Duration,
+) -> async_nats::jetstream::Context {
+    let mut js = js.clone();
+    js.set_timeout(ack_timeout);
+    js
+}
+
+/// Connections this client has made so far (the first one included): it grows when the
+/// connection comes back after a loss.
+fn connects(client: &async_nats::Client) -> u64 {
+    client
+        .statistics()
+        .connects
+        .load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Resolves with the head's ack; pending forever when the head is not an append.

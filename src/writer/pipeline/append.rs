@@ -89,10 +89,10 @@ impl Pipeline<'_> {
                 tracing::warn!(%reason, "command refused: its event cannot be stored");
                 return Outcome::Ready(refused(&reason));
             }
-            Ok(pending) => with_deadline(pending),
+            Ok(pending) => with_deadline(pending, self.config.ack_timeout),
             Err(e) => Box::pin(async move { Err(e) }),
         };
-        self.sent += 1;
+        self.note_sent(1);
         evolve(&mut self.state, seq, &env);
         Outcome::Append {
             seq,
@@ -175,10 +175,16 @@ impl Pipeline<'_> {
 
     /// After a failed append: waits out the pipeline, recovers from the log, decides the commands
     /// in flight again. Steps down instead when recoveries keep failing to make progress.
+    ///
+    /// `wait_for_acks`: wait (up to 10 s) for the server's word on the appends still in flight
+    /// before reading the log, which saves recoveries when they are stored after all; not after a
+    /// reconnect, where acks sent before the loss never come. Either way the expected-sequence
+    /// checks keep whatever the server stores late from being applied twice.
     pub(super) async fn recover_and_redecide(
         &mut self,
         lost: &CancellationToken,
         shutdown: &CancellationToken,
+        wait_for_acks: bool,
     ) -> Resync {
         let entries: Vec<Entry> = self.inflight.drain(..).collect();
         self.sent = 0;
@@ -201,8 +207,10 @@ impl Pipeline<'_> {
         // the log by their command id. Either way, wait for the server's word, on all of them at
         // once: an ack's timeout only starts when it is first polled, so waiting for them one by
         // one would take one timeout per lost ack.
-        let _ =
-            tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(acks)).await;
+        if wait_for_acks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(acks))
+                .await;
+        }
         self.fruitless += 1;
         let outcome = if self.fruitless > MAX_FRUITLESS_RECOVERIES {
             Resync::Stuck(format!(
@@ -222,6 +230,16 @@ impl Pipeline<'_> {
             self.accept(reply_to, json, req).await;
         }
         Resync::Done
+    }
+}
+
+impl Pipeline<'_> {
+    /// Counts `n` appends just sent; the first one in flight notes the connection they left on.
+    pub(super) fn note_sent(&mut self, n: usize) {
+        if self.sent == 0 {
+            self.sent_on_connect = super::connects(self.client);
+        }
+        self.sent += n;
     }
 }
 

@@ -78,7 +78,7 @@ impl Pipeline<'_> {
             self.appender.send_batch(messages, first - 1).await
         };
         let acks = match sent {
-            Ok(pending) => with_deadline(pending).shared(),
+            Ok(pending) => with_deadline(pending, self.config.ack_timeout).shared(),
             Err(e) => async move { Err(e) }.boxed().shared(),
         };
         for (i, seq) in places {
@@ -102,7 +102,7 @@ impl Pipeline<'_> {
             }) = self.inflight.get_mut(i)
             {
                 *slot = ack;
-                self.sent += 1;
+                self.note_sent(1);
             }
         }
     }
