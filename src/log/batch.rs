@@ -90,6 +90,10 @@ impl Appender {
                 .publish_with_headers(subject, headers, payload)
                 .await
                 .map_err(|err| batch_error(err, expected_last_seq, &self.stream))?;
+            client
+                .flush()
+                .await
+                .map_err(|e| LogError::Unavailable(format!("sending a batch: {e}")))?;
             return Ok(PendingAppend {
                 ack,
                 expected: expected_last_seq,

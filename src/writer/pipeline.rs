@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
-use async_nats::{Message, Subject};
+use async_nats::Message;
 use futures::StreamExt;
 use orchestrator_events::Envelope;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +27,10 @@ mod answers;
 mod append;
 mod automatic;
 mod group;
+mod requests;
 mod snapshot;
+
+use requests::{OpenBatches, To};
 
 use super::recovery::{self, snapshot_path, LastEvent};
 use super::{WriterConfig, WriterError};
@@ -60,8 +63,8 @@ enum Outcome {
 }
 
 struct Entry {
-    reply_to: Option<Subject>,
-    json: bool,
+    /// Where its answer goes.
+    to: To,
     /// The request, while it may have to be decided again after a recovery.
     request: Option<Request>,
     outcome: Outcome,
@@ -80,6 +83,8 @@ struct Pipeline<'a> {
     /// Recoveries since the last append that succeeded.
     fruitless: u32,
     inflight: VecDeque<Entry>,
+    /// Batch requests whose answers are being collected.
+    open_batches: OpenBatches,
     /// Appends sent and not yet acknowledged (entries of `inflight`).
     sent: usize,
     /// The connection's count of connects when the oldest append in flight was sent: when it
@@ -160,6 +165,7 @@ pub async fn lead(
         confirmed_seq: 0,
         fruitless: 0,
         inflight: VecDeque::new(),
+        open_batches: OpenBatches::default(),
         sent: 0,
         sent_on_connect: 0,
         batches: false,
@@ -409,13 +415,17 @@ impl Pipeline<'_> {
             .to_owned();
         let json = match protocol::wants_json(msg.headers.as_ref()) {
             Ok(json) => json,
-            Err(reply) => return self.reply_now(msg.reply, false, reply).await,
+            Err(reply) => return self.answer(To::caller(msg.reply, false), reply).await,
         };
+        if name == protocol::BATCH {
+            return self.on_batch(msg.reply, json, &msg.payload).await;
+        }
+        let to = To::caller(msg.reply, json);
         match protocol::parse_request(&name, &msg.payload, json) {
-            Ok(req) => self.accept(msg.reply, json, req).await,
+            Ok(req) => self.accept(to, req).await,
             Err(reply) => {
                 tracing::debug!(command = %name, "malformed command refused");
-                self.reply_now(msg.reply, json, reply).await
+                self.answer(to, reply).await
             }
         }
     }

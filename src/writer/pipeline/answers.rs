@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use async_nats::{HeaderMap, Message, Subject};
+use async_nats::Message;
 
 use super::{head_ack, unavailable, Outcome, Pipeline};
-use crate::writer::protocol::{self, Reply};
+use crate::writer::protocol::Reply;
 
 impl Pipeline<'_> {
     /// Answers the entries at the head that need no ack.
@@ -24,7 +24,7 @@ impl Pipeline<'_> {
                 Outcome::Duplicate { seq } => self.first_result(seq).await,
                 Outcome::Append { .. } | Outcome::Staged { .. } => unreachable!("checked above"),
             };
-            self.reply_now(entry.reply_to, entry.json, reply).await;
+            self.answer(entry.to, reply).await;
         }
     }
 
@@ -74,7 +74,7 @@ impl Pipeline<'_> {
             }
         }
         for e in std::mem::take(&mut self.inflight) {
-            self.reply_now(e.reply_to, e.json, unavailable()).await;
+            self.answer(e.to, unavailable()).await;
         }
     }
     /// Answers `verify`: the confirmed state (nothing is in flight when this is called).
@@ -85,23 +85,6 @@ impl Pipeline<'_> {
         let body = serde_json::to_vec(&report).expect("a report always encodes");
         if let Err(e) = self.client.publish(reply, body.into()).await {
             tracing::warn!(error = %e, "answering writer_state");
-        }
-    }
-
-    pub(super) async fn reply_now(&mut self, reply_to: Option<Subject>, json: bool, reply: Reply) {
-        let Some(to) = reply_to else {
-            return;
-        };
-        let mut headers = HeaderMap::new();
-        if json {
-            headers.insert("Content-Type", protocol::JSON);
-        }
-        if let Err(e) = self
-            .client
-            .publish_with_headers(to, headers, reply.encode(json).into())
-            .await
-        {
-            tracing::warn!(error = %e, "sending a reply");
         }
     }
 }

@@ -2,13 +2,12 @@
 
 use std::time::Duration;
 
-use async_nats::Subject;
 use orchestrator_events::Envelope;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{
-    unavailable, with_deadline, AckFuture, Entry, Outcome, Pipeline, Resync,
+    unavailable, with_deadline, AckFuture, Entry, Outcome, Pipeline, Resync, To,
     MAX_FRUITLESS_RECOVERIES, RECENT,
 };
 use crate::clock::now_ms;
@@ -19,7 +18,7 @@ use crate::writer::recovery::LastEvent;
 
 impl Pipeline<'_> {
     /// Decides a request against the state including the appends in flight, and queues its answer.
-    pub(super) async fn accept(&mut self, reply_to: Option<Subject>, json: bool, req: Request) {
+    pub(super) async fn accept(&mut self, to: To, req: Request) {
         let span = tracing::debug_span!(
             "command",
             command = req.command.name(),
@@ -59,8 +58,7 @@ impl Pipeline<'_> {
             }
         };
         self.inflight.push_back(Entry {
-            reply_to,
-            json,
+            to,
             request: Some(req),
             outcome,
         });
@@ -128,8 +126,7 @@ impl Pipeline<'_> {
             }
         };
         let Some(Entry {
-            reply_to,
-            json,
+            to,
             request,
             outcome: Outcome::Append { seq, env, .. },
         }) = self.inflight.pop_front()
@@ -141,8 +138,7 @@ impl Pipeline<'_> {
             // The log holds this event elsewhere: our state is not the log's. Keep the request
             // for the recovery to decide again.
             self.inflight.push_front(Entry {
-                reply_to,
-                json,
+                to,
                 request,
                 outcome: Outcome::Ready(unavailable()),
             });
@@ -169,7 +165,7 @@ impl Pipeline<'_> {
             self.recent.pop_front();
         }
         self.recent.push_back((seq, *env));
-        self.reply_now(reply_to, json, reply).await;
+        self.answer(to, reply).await;
         Ok(())
     }
 
@@ -196,10 +192,10 @@ impl Pipeline<'_> {
                     if let Outcome::Append { ack, .. } = outcome {
                         acks.push(ack);
                     }
-                    requests.push((e.reply_to, e.json, req));
+                    requests.push((e.to, req));
                 }
                 // Answered for good (refused): answer it now, it is the oldest.
-                (None, Outcome::Ready(reply)) => self.reply_now(e.reply_to, e.json, reply).await,
+                (None, Outcome::Ready(reply)) => self.answer(e.to, reply).await,
                 (None, _) => {}
             }
         }
@@ -221,13 +217,13 @@ impl Pipeline<'_> {
             self.resync(lost, shutdown).await
         };
         if !matches!(outcome, Resync::Done) {
-            for (reply_to, json, _) in requests {
-                self.reply_now(reply_to, json, unavailable()).await;
+            for (to, _) in requests {
+                self.answer(to, unavailable()).await;
             }
             return outcome;
         }
-        for (reply_to, json, req) in requests {
-            self.accept(reply_to, json, req).await;
+        for (to, req) in requests {
+            self.accept(to, req).await;
         }
         Resync::Done
     }

@@ -5,7 +5,7 @@
 use async_nats::Message;
 use orchestrator_events::VmId;
 
-use super::Pipeline;
+use super::{Pipeline, To};
 use crate::clock::now_ms;
 use crate::domain::timers::{self, Due};
 use crate::writer::protocol::Request;
@@ -80,6 +80,6 @@ impl Pipeline<'_> {
             actor: timers::system(),
             command: d.command,
         };
-        self.accept(None, false, req).await;
+        self.accept(To::caller(None, false), req).await;
     }
 }

@@ -4,6 +4,9 @@
 //! A request body is postcard, or JSON when the request carries `Content-Type: application/json`; the
 //! reply uses the same encoding. The body is a [`CommandRequest`] whose `command` is the body of the
 //! command the subject names (see [`crate::domain::command::COMMAND_NAMES`]).
+//!
+//! Many commands can travel in one request on `orch.<cell>.cmd.batch` ([`batch`]): one reply lists
+//! each command's reply, in order.
 
 use async_nats::HeaderMap;
 use orchestrator_events::{
@@ -12,6 +15,10 @@ use orchestrator_events::{
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+pub mod batch;
+
+pub use batch::{BatchReply, BATCH, MAX_BATCH_REQUESTS, MAX_BATCH_REQUEST_BYTES};
 
 use crate::domain::command::{AssignVm, EndSession, RegisterVm, SessionRef, StartSession, VmRef};
 use crate::domain::{Command, CommandRequest, Rejection};
