@@ -4,7 +4,10 @@
 //! A [`WriterMetrics`] made with [`Default`] is registered nowhere: it counts for nobody, so a
 //! writer run without a registry (most tests) needs nothing.
 
+use std::future::Future;
 use std::time::Instant;
+
+use futures::future::BoxFuture;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -110,14 +113,11 @@ impl WriterMetrics {
         m
     }
 
-    /// An append of `len` events is sent (a single append: 1).
-    pub fn observe_batch(&self, len: usize) {
+    /// An append of `len` events was sent (a single append: 1, a batch: its events): it counts
+    /// in `orch_writer_appends_in_flight` until the returned guard is dropped, and its latency is
+    /// recorded when its ack comes ([`InFlightAppend::track`]).
+    pub fn observe_batch(&self, len: usize) -> InFlightAppend {
         self.batch_events.observe(len as f64);
-    }
-
-    /// An append is sent: in flight until the returned guard is dropped; its latency is recorded
-    /// when the guard is told [`InFlightAppend::acked`].
-    pub fn append_sent(&self) -> InFlightAppend {
         self.appends_in_flight.inc();
         InFlightAppend {
             metrics: self.clone(),
@@ -178,10 +178,20 @@ pub struct InFlightAppend {
 }
 
 impl InFlightAppend {
-    /// The server acknowledged the append: records the time since it was sent.
-    pub fn acked(self) {
-        let took = self.sent.elapsed();
-        self.metrics.append_duration.observe(took.as_secs_f64());
+    /// `ack`, recording the time from the send to a successful ack; in flight until it resolves
+    /// (or is dropped).
+    pub fn track<F, T, E>(self, ack: F) -> BoxFuture<'static, Result<T, E>>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        Box::pin(async move {
+            let result = ack.await;
+            if result.is_ok() {
+                let took = self.sent.elapsed();
+                self.metrics.append_duration.observe(took.as_secs_f64());
+            }
+            result
+        })
     }
 }
 
@@ -201,11 +211,12 @@ mod tests {
         let metrics = Metrics::new();
         let w = metrics.writer();
         w.lease_taken();
-        w.observe_batch(1);
-        let append = w.append_sent();
+        let (ack, acked) = tokio::sync::oneshot::channel::<()>();
+        let append = tokio::spawn(w.observe_batch(1).track(acked));
         let text = metrics.scrape(Format::Prometheus).await;
         assert!(text.contains("orch_writer_appends_in_flight 1\n"), "{text}");
-        append.acked();
+        ack.send(()).expect("the append waits");
+        append.await.expect("the append ends").expect("acked");
         w.answered(&Reply::error("unavailable", "no"));
         let text = metrics.scrape(Format::OpenMetrics).await;
         for line in [

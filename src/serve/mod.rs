@@ -352,6 +352,7 @@ async fn run_roles(
             data_dir: Some(config.data_dir.clone()),
             lease_ttl: config.lease_ttl,
             timers: config.timers,
+            metrics: metrics.writer(),
             ..WriterConfig::new(config.cell.clone())
         };
         let writer_client = connect(url, "writer").await?;

@@ -89,6 +89,7 @@ impl Pipeline<'_> {
     }
 
     pub(super) async fn reply_now(&mut self, reply_to: Option<Subject>, json: bool, reply: Reply) {
+        self.config.metrics.answered(&reply);
         let Some(to) = reply_to else {
             return;
         };
