@@ -15,6 +15,7 @@
 //! - [`admin`]: `verify`: the live projections and writer state against a replay of the log.
 //! - [`schemas`]: JSON Schemas of events, command requests and rejections, generated from the types.
 //! - [`http`]: the HTTP bridge the frontend uses.
+//! - [`metrics`]: one Prometheus registry per process, every role's metrics, their exposition.
 //! - [`cli`]: the `orchestrator` binary's subcommands.
 //! - [`serve`]: `orchestrator serve`: the roles in one process, with an embedded, supervised NATS.
 //! - [`bench`]: the benchmark that compares the orchestrator with raw NATS in the same run.
@@ -27,6 +28,7 @@ pub mod clock;
 pub mod domain;
 pub mod http;
 pub mod log;
+pub mod metrics;
 pub mod nats_server;
 pub mod projections;
 pub mod schemas;

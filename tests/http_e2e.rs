@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use http_support::{args, Harness, Roles, ALICE, OPS};
 use orchestrator::http::run_bridge;
+use orchestrator::metrics::Metrics;
 use orchestrator_events::CellId;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -73,6 +74,7 @@ async fn the_main_flow_over_tcp() {
         CellId::default_cell(),
         h.store.clone(),
         stop.clone(),
+        Metrics::new(),
     ));
     let c = Client {
         http: reqwest::Client::new(),
@@ -229,6 +231,7 @@ async fn run_bridge_refuses_to_start_without_tokens() {
         CellId::default_cell(),
         h.store.clone(),
         stop,
+        Metrics::new(),
     )
     .await;
     let err = r.expect_err("no tokens, no bridge");

@@ -148,6 +148,7 @@ fn serve_config(url: String, data_dir: &std::path::Path) -> ServeConfig {
         lease_ttl: Duration::from_secs(1),
         timers: Default::default(),
         bridge: BridgeArgs::default(),
+        metrics_addr: None,
     }
 }
 

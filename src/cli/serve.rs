@@ -1,5 +1,6 @@
 //! `orchestrator serve`: its flags, turned into a [`ServeConfig`] for [`crate::serve::run`].
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -92,6 +93,11 @@ pub struct ServeArgs {
     /// A VM that sends heartbeats is declared lost after missing this many of its intervals.
     #[arg(long, env = "ORCH_HEARTBEAT_MISSES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub heartbeat_misses: u32,
+    /// Serve `GET /metrics` (every metric of this process, no authentication) on this address, a
+    /// listener of its own: for a writer or a projector run without the bridge. The bridge also
+    /// serves them on its own port, to operator and service tokens.
+    #[arg(long, env = "ORCH_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// The HTTP bridge.
     #[command(flatten)]
     pub bridge: BridgeArgs,
@@ -172,6 +178,7 @@ impl ServeArgs {
                 heartbeat_misses: self.heartbeat_misses,
             },
             bridge: self.bridge.clone(),
+            metrics_addr: self.metrics_addr,
         })
     }
 }

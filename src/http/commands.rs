@@ -26,11 +26,11 @@ use orchestrator_events::{CommandId, Envelope, Event, SessionId, VmId};
 
 use super::errors::{ApiError, Refusal};
 use super::idempotency::InFlightGuard;
-use super::metrics::Outcome;
 use super::state::AppState;
 use super::tokens::Principal;
 use super::types::{CommandResponse, LogEvent};
 use crate::domain::Command;
+use crate::metrics::Outcome;
 use crate::writer::Reply;
 
 /// An applied command's event.

@@ -13,7 +13,7 @@
 //! - [`sessions`], [`history`], [`vms`], [`events`], [`ops`]: the routes; [`feeds`]: the caps on
 //!   open event feeds.
 //! - [`types`]: the request and response bodies; [`openapi`]: the OpenAPI 3.1 document built from
-//!   them; [`metrics`]: the Prometheus exposition.
+//!   them; [`metrics`]: `GET /metrics`.
 
 pub mod args;
 pub mod auth;

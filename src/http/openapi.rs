@@ -83,7 +83,7 @@ fn routes() -> Vec<Route> {
         Route { query: Some(schema::<EventsQuery>()), ..r("get", "/v1/events", "events", "The log as Server-Sent Events: `id` = stream sequence, `data` = a LogEvent (a player: their own sessions' events only); open feeds are capped per caller and in all (429 `too_many_feeds`)", Anyone, None, (200, "An endless event stream; each `data:` is a LogEvent", Events), &[400, 404, 503]) },
         r("get", "/healthz", "healthz", "Liveness", Public, None, (200, "Alive", Json(schema::<Health>())), &[]),
         r("get", "/readyz", "readyz", "Readiness: NATS connected and the stream readable (else 503, same body); the projections' lag for operators and services", Public, None, (200, "Ready", Json(schema::<Readiness>())), &[]),
-        r("get", "/metrics", "metrics", "Prometheus metrics", Staff, None, (200, "Text format 0.0.4", Text), &[]),
+        r("get", "/metrics", "metrics", "Prometheus metrics", Staff, None, (200, "Prometheus text format 0.0.4, or OpenMetrics 1.0 when Accept asks for it", Text), &[]),
         r("get", "/openapi.json", "openapi", "This document", Public, None, (200, "OpenAPI 3.1", Json(|_| schemars::json_schema!({ "type": "object" }))), &[]),
     ]
 }

@@ -1,5 +1,5 @@
-//! The operational routes: liveness (`/healthz`), readiness (`/readyz`: the status for anyone, the
-//! details for operators and services) and Prometheus metrics (`/metrics`).
+//! The operational routes: liveness (`/healthz`) and readiness (`/readyz`: the status for anyone,
+//! the details for operators and services). Metrics (`/metrics`) are in [`super::metrics`].
 
 use std::time::Duration;
 
@@ -8,9 +8,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::auth::{optional_principal, Auth};
-use super::errors::ApiError;
-use super::metrics::Gauges;
+use super::auth::optional_principal;
 use super::state::AppState;
 use super::tokens::Role;
 use super::types::{Health, Readiness, ReadinessDetails};
@@ -22,7 +20,7 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
-/// The longest a readiness check or a scrape waits for the stream's last sequence.
+/// The longest a readiness check waits for the stream's last sequence.
 const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The stream's last sequence, or why not.
@@ -90,34 +88,4 @@ pub async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> Respon
         headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
     }
     response
-}
-
-/// `GET /metrics` (operator, service): Prometheus text format.
-pub async fn metrics(State(state): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
-    auth.require_staff()?;
-    let s = state.get();
-    let (_, connected) = connection(&s.nats);
-    let stream_last_seq = if connected {
-        stream_last_seq(&state).await.ok()
-    } else {
-        None
-    };
-    let gauges = Gauges {
-        nats_connected: connected,
-        feeds_open: s.feeds.open(),
-        stream_last_seq,
-        checkpoint: s.store.checkpoint(),
-        capacity: s.store.capacity().ok(),
-        now_ms: crate::clock::now_ms(),
-        vms: s.store.vms().unwrap_or_default(),
-    };
-    let text = s.metrics.render(&gauges);
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response())
 }

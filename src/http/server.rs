@@ -14,8 +14,9 @@ use super::args::BridgeArgs;
 use super::errors::ApiError;
 use super::state::AppState;
 use super::tokens::TokenError;
-use super::{events, history, ops, sessions, vms};
+use super::{events, history, metrics, ops, sessions, vms};
 use crate::log::LogError;
+use crate::metrics::Metrics;
 use crate::projections::Projections;
 
 /// Why the bridge could not start or stopped.
@@ -67,7 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", get(events::events))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+        .route("/metrics", get(metrics::metrics))
         .route("/openapi.json", get(openapi))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -96,7 +97,8 @@ pub async fn serve(
 
 /// Runs the bridge configured by `args` for `cell` until `shutdown` fires: commands go to the
 /// cell's writer over `client`, event feeds read the log over `feeds` (a connection of their own),
-/// reads come from `store` (kept up to date by a projector the caller runs).
+/// reads come from `store` (kept up to date by a projector the caller runs). The bridge registers
+/// its metrics into `metrics`, and its `GET /metrics` shows everything registered there.
 pub async fn run_bridge(
     args: BridgeArgs,
     client: async_nats::Client,
@@ -104,8 +106,9 @@ pub async fn run_bridge(
     cell: CellId,
     store: Projections,
     shutdown: CancellationToken,
+    metrics: Metrics,
 ) -> Result<(), HttpError> {
-    let state = AppState::new(&args, client, cell, store, shutdown.clone())
+    let state = AppState::with_metrics(&args, client, cell, store, shutdown.clone(), metrics)
         .await?
         .feeds_on(feeds)
         .await?;

@@ -11,12 +11,12 @@ use tokio_util::sync::CancellationToken;
 use super::args::BridgeArgs;
 use super::feeds::FeedLimits;
 use super::idempotency::InFlight;
-use super::metrics::Metrics;
 use super::rate_limit::RateLimiter;
 use super::server::HttpError;
 use super::tokens::Tokens;
 use crate::client::CommandClient;
 use crate::log::Reader;
+use crate::metrics::{BridgeMetrics, Metrics};
 use crate::projections::Projections;
 
 /// What the handlers share. Cheap to clone.
@@ -37,7 +37,10 @@ pub(crate) struct Inner {
     pub(crate) tokens: Tokens,
     pub(crate) limiter: RateLimiter,
     pub(crate) in_flight: InFlight,
-    pub(crate) metrics: Metrics,
+    /// This bridge's own counters.
+    pub(crate) metrics: BridgeMetrics,
+    /// Every metric of the process, which `/metrics` shows.
+    pub(crate) process_metrics: Metrics,
     pub(crate) body_limit: usize,
     pub(crate) ryw_timeout: Duration,
     pub(crate) shutdown: CancellationToken,
@@ -46,13 +49,26 @@ pub(crate) struct Inner {
 
 impl AppState {
     /// The state of a bridge configured by `args`: loads the tokens (at least one is required)
-    /// and opens a reader of `cell`'s stream. `shutdown` also ends the event feeds.
+    /// and opens a reader of `cell`'s stream. `shutdown` also ends the event feeds. Its metrics
+    /// are in a registry of its own.
     pub async fn new(
         args: &BridgeArgs,
         client: async_nats::Client,
         cell: CellId,
         store: Projections,
         shutdown: CancellationToken,
+    ) -> Result<Self, HttpError> {
+        Self::with_metrics(args, client, cell, store, shutdown, Metrics::new()).await
+    }
+
+    /// As [`AppState::new`], registering the bridge's metrics into the process's `metrics`.
+    pub async fn with_metrics(
+        args: &BridgeArgs,
+        client: async_nats::Client,
+        cell: CellId,
+        store: Projections,
+        shutdown: CancellationToken,
+        metrics: Metrics,
     ) -> Result<Self, HttpError> {
         let mut tokens = Tokens::new();
         if let Some(path) = &args.tokens_file {
@@ -67,18 +83,23 @@ impl AppState {
             ));
         }
         let reader = Reader::new(async_nats::jetstream::new(client.clone()), cell.clone()).await?;
+        let feeds = FeedLimits::new(args.max_feeds_per_caller, args.max_feeds);
+        metrics.watch_connection("bridge", client.clone());
+        metrics.watch_projections(store.clone(), reader.clone());
+        metrics.watch_feeds(feeds.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 commands: CommandClient::new(client.clone(), cell, args.command_timeout),
                 nats: client,
                 store,
                 feed_reader: reader.clone(),
-                feeds: FeedLimits::new(args.max_feeds_per_caller, args.max_feeds),
+                feeds,
                 reader,
                 tokens,
                 limiter: RateLimiter::new(args.rate_limit, args.rate_burst),
                 in_flight: InFlight::new(),
-                metrics: Metrics::new(),
+                metrics: metrics.bridge(),
+                process_metrics: metrics,
                 body_limit: args.body_limit,
                 ryw_timeout: args.read_your_writes_timeout,
                 shutdown,

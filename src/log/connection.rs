@@ -1,6 +1,6 @@
 //! The NATS connections of this process: each role's connection logs what happens to it (a lost
 //! connection at WARN, its return at INFO, a slow consumer or a server error at WARN) and counts
-//! the losses, which the bridge exports as `orch_nats_disconnects_total`.
+//! the losses, which every scrape of the process shows as `orch_nats_disconnects_total`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -13,7 +13,12 @@
 //! stream) stops everything, as does the embedded server when it cannot be restarted. When
 //! `shutdown` fires every role is stopped, the NATS clients drained, and the embedded server
 //! stopped.
+//!
+//! Every role registers its metrics into one [`Metrics`] registry of the process. The bridge shows
+//! them on its `GET /metrics`; `--metrics-addr` serves them on a listener of their own (for a
+//! writer or a projector without a bridge), supervised like a role.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -25,6 +30,7 @@ use crate::domain::timers::TimerConfig;
 use crate::domain::DomainConfig;
 use crate::http::{BridgeArgs, HttpError};
 use crate::log::{self, LogConfig, LogError, Reader};
+use crate::metrics::{Metrics, MetricsError};
 use crate::nats_server::{Durability, NatsServerError};
 use crate::projections::{projector, Opened, ProjectionError, Projections};
 use crate::writer::{self, WriterConfig, WriterError};
@@ -115,6 +121,8 @@ pub struct ServeConfig {
     pub timers: TimerConfig,
     /// The HTTP bridge's settings (its address, tokens, limits).
     pub bridge: BridgeArgs,
+    /// Where to serve `GET /metrics` on a listener of its own (no authentication), if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Why `serve` could not start or stopped with an error.
@@ -169,6 +177,9 @@ pub enum ServeError {
     /// The HTTP bridge could not start or failed (no tokens, address in use...).
     #[error("HTTP bridge: {0}")]
     Http(#[from] HttpError),
+    /// The metrics listener could not start (its address in use...) or failed.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     /// The `verify` responder could not subscribe.
     #[error("verify responder: {0}")]
     Admin(String),
@@ -285,6 +296,8 @@ async fn run_roles(
         ..LogConfig::new(config.cell.clone())
     };
     log::ensure_stream(&js, &log_config).await?;
+    let metrics = Metrics::new();
+    metrics.watch_connection("setup", client.clone());
     let mut clients = vec![client.clone()];
     let tracker = TaskTracker::new();
     let failures = Failures {
@@ -306,11 +319,13 @@ async fn run_roles(
         }
         let projector_client = connect(url, "projector").await?;
         clients.push(projector_client.clone());
+        metrics.watch_connection("projector", projector_client.clone());
         let reader = Reader::new(
             async_nats::jetstream::new(projector_client.clone()),
             config.cell.clone(),
         )
         .await?;
+        metrics.watch_projections(store.clone(), reader.clone());
         let (r, st, sp) = (reader.clone(), store.clone(), stop.clone());
         tracker.spawn(failures.clone().supervise("projector", move || {
             projector::run(r.clone(), st.clone(), sp.clone())
@@ -337,10 +352,12 @@ async fn run_roles(
             data_dir: Some(config.data_dir.clone()),
             lease_ttl: config.lease_ttl,
             timers: config.timers,
+            metrics: metrics.writer(),
             ..WriterConfig::new(config.cell.clone())
         };
         let writer_client = connect(url, "writer").await?;
         clients.push(writer_client.clone());
+        metrics.watch_connection("writer", writer_client.clone());
         let sp = stop.clone();
         tracker.spawn(failures.clone().supervise("writer", move || {
             writer::run(writer_client.clone(), writer_config.clone(), sp.clone())
@@ -360,7 +377,9 @@ async fn run_roles(
         let bridge_client = connect(url, "bridge").await?;
         let feeds_client = connect(url, "bridge event feeds").await?;
         clients.extend([bridge_client.clone(), feeds_client.clone()]);
+        metrics.watch_connection("bridge event feeds", feeds_client.clone());
         let (args, cell, sp) = (config.bridge.clone(), config.cell.clone(), stop.clone());
+        let m = metrics.clone();
         tracker.spawn(failures.clone().supervise("bridge", move || {
             crate::http::run_bridge(
                 args.clone(),
@@ -369,7 +388,19 @@ async fn run_roles(
                 cell.clone(),
                 store.clone(),
                 sp.clone(),
+                m.clone(),
             )
+        }));
+    }
+    let metrics_line = match (config.metrics_addr, http_line.starts_with("http")) {
+        (Some(addr), _) => format!("http://{addr}/metrics"),
+        (None, true) => "GET /metrics on the bridge (operator or service token)".to_owned(),
+        (None, false) => "not served (--metrics-addr)".to_owned(),
+    };
+    if let Some(addr) = config.metrics_addr {
+        let sp = stop.clone();
+        tracker.spawn(failures.clone().supervise("metrics listener", move || {
+            crate::metrics::listener::run(addr, metrics.clone(), sp.clone())
         }));
     }
     tracker.close();
@@ -379,6 +410,7 @@ async fn run_roles(
     println!("  data dir:    {}", config.data_dir.display());
     println!("  NATS:        {nats_line}");
     println!("  HTTP:        {http_line}");
+    println!("  metrics:     {metrics_line}");
     println!("  projections: {projections_line}");
     println!("ready (Ctrl-C or SIGTERM stops it)");
     stop.cancelled().await;

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use super::ServeError;
 use crate::http::HttpError;
 use crate::log::LogError;
+use crate::metrics::MetricsError;
 
 /// Records a failure that stops everything (a role's configuration refused at its first start).
 #[derive(Clone)]
@@ -84,6 +85,7 @@ impl ServeError {
         matches!(
             self,
             ServeError::Http(HttpError::Config(_) | HttpError::Tokens(_) | HttpError::Bind { .. })
+                | ServeError::Metrics(MetricsError::Bind { .. })
                 | ServeError::Log(LogError::StreamConflict { .. })
         )
     }

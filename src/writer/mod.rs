@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::timers::TimerConfig;
 use crate::domain::DomainConfig;
 use crate::log::{self, LeaseError, LogConfig, LogError};
+use crate::metrics::WriterMetrics;
 
 pub use pipeline::{Term, MAX_FRUITLESS_RECOVERIES};
 pub use protocol::{Reply, Request};
@@ -63,6 +64,8 @@ pub struct WriterConfig {
     pub timers: TimerConfig,
     /// How often the active writer looks for due timers, lost VMs and room for queued sessions.
     pub tick: Duration,
+    /// Where the writer counts (registered nowhere by default; `serve` gives the process's).
+    pub metrics: WriterMetrics,
 }
 
 impl WriterConfig {
@@ -81,6 +84,7 @@ impl WriterConfig {
             ack_timeout: pipeline::ACK_TIMEOUT,
             timers: TimerConfig::default(),
             tick: Duration::from_millis(100),
+            metrics: WriterMetrics::default(),
         }
     }
 }
@@ -122,11 +126,13 @@ pub async fn run(
                 Err(e) => return Err(e.into()),
             };
         tracing::info!(cell = %cell, holder = %config.holder_id, "active: holding the writer lease");
+        config.metrics.lease_taken();
         let handle = lease.keep_alive();
         let term = pipeline::lead(&client, &js, &config, handle.lost(), shutdown.clone()).await;
         if let Err(e) = handle.release().await {
             tracing::warn!(error = %e, "releasing the writer lease");
         }
+        config.metrics.lease_gone();
         match term? {
             Term::Shutdown => return Ok(()),
             Term::LeaseLost => tracing::warn!(cell = %cell, "writer lease lost: back to standby"),

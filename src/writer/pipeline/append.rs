@@ -87,7 +87,11 @@ impl Pipeline<'_> {
                 tracing::warn!(%reason, "command refused: its event cannot be stored");
                 return Outcome::Ready(refused(&reason));
             }
-            Ok(pending) => with_deadline(pending, self.config.ack_timeout),
+            Ok(pending) => self
+                .config
+                .metrics
+                .observe_batch(1)
+                .track(with_deadline(pending, self.config.ack_timeout)),
             Err(e) => Box::pin(async move { Err(e) }),
         };
         self.note_sent(1);
@@ -208,6 +212,7 @@ impl Pipeline<'_> {
                 .await;
         }
         self.fruitless += 1;
+        self.config.metrics.recovered();
         let outcome = if self.fruitless > MAX_FRUITLESS_RECOVERIES {
             Resync::Stuck(format!(
                 "{} recoveries in a row without an append stored",

@@ -78,7 +78,12 @@ impl Pipeline<'_> {
             self.appender.send_batch(messages, first - 1).await
         };
         let acks = match sent {
-            Ok(pending) => with_deadline(pending, self.config.ack_timeout).shared(),
+            Ok(pending) => {
+                let append = self.config.metrics.observe_batch(places.len());
+                append
+                    .track(with_deadline(pending, self.config.ack_timeout))
+                    .shared()
+            }
             Err(e) => async move { Err(e) }.boxed().shared(),
         };
         for (i, seq) in places {

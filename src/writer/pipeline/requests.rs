@@ -99,6 +99,7 @@ impl Pipeline<'_> {
 
     /// Answers one command where its answer goes.
     pub(super) async fn answer(&mut self, to: To, reply: Reply) {
+        self.config.metrics.answered(&reply);
         match to {
             To::Caller { reply_to, json } => {
                 if reply_to.is_some() {
