@@ -61,6 +61,7 @@ async fn writer_on(
     let stop = CancellationToken::new();
     let mut config = WriterConfig::new(cell());
     config.lease_ttl = Duration::from_secs(2);
+    config.group_commit = true;
     tokio::spawn(writer::run(client.clone(), config, stop.clone()));
     for _ in 0..100 {
         let req = async_nats::Request::new()

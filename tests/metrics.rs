@@ -31,6 +31,7 @@ fn config(server: &TestServer, data: &std::path::Path, roles: Roles) -> (ServeCo
         roles_explicit: true,
         domain: Default::default(),
         lease_ttl: Duration::from_secs(2),
+        group_commit: orchestrator::serve::GroupCommit::Auto,
         timers: Default::default(),
         bridge: BridgeArgs::default(),
         metrics_addr: Some(addr),

@@ -146,6 +146,7 @@ fn serve_config(url: String, data_dir: &std::path::Path) -> ServeConfig {
         roles_explicit: true,
         domain,
         lease_ttl: Duration::from_secs(1),
+        group_commit: orchestrator::serve::GroupCommit::Auto,
         timers: Default::default(),
         bridge: BridgeArgs::default(),
         metrics_addr: None,

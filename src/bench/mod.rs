@@ -265,8 +265,13 @@ async fn run_mode(
             .await
             .map_err(|e| BenchError::Nats(format!("connect: {e}")))?;
         let raw = raw::measure(&client, plan, "raw", true).await?;
-        let (orchestrator, http) =
-            orchestrator::measure(&server.url(), plan, &dir.join("writer")).await?;
+        let (orchestrator, http) = orchestrator::measure(
+            &server.url(),
+            plan,
+            &dir.join("writer"),
+            durability == Durability::SyncAlways,
+        )
+        .await?;
         tracing::info!("raw limits again, to show how much they drifted meanwhile");
         let raw_after = raw::measure(&client, plan, "raw2", false).await?;
         let version = crate::log::ServerVersion::of(&client)?;
@@ -390,8 +395,9 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
              'after' repeats them once the NATS and HTTP phases are done: the gap shows how much \
              the machine's capacity moved during the run"
                 .into(),
-            "on servers >= 2.12 the writer groups the appends decided while one is in flight \
-             into one atomic batch (group commit); on older ones it pipelines them one by one. \
+            "with sync always on servers >= 2.12 the writer groups the appends decided while one \
+             is in flight into one atomic batch (group commit, as `serve` does with its embedded \
+             server); in the default mode, and on older servers, it pipelines them one by one. \
              The raw atomic-batch rate sends batches as large as the most clients of the run, \
              one at a time"
                 .into(),

@@ -277,12 +277,14 @@ pub async fn measure(
     url: &str,
     plan: &Plan,
     data_dir: &std::path::Path,
+    group_commit: bool,
 ) -> Result<(OrchestratorFigures, HttpFigures), BenchError> {
     let cell: CellId = parse("bench".to_owned());
     let writer_client = connect(url).await?;
     let config = WriterConfig {
         data_dir: Some(data_dir.to_path_buf()),
         max_in_flight: plan.in_flight,
+        group_commit,
         ..WriterConfig::new(cell.clone())
     };
     let shutdown = CancellationToken::new();

@@ -14,7 +14,7 @@ use crate::domain::DomainConfig;
 use crate::http::BridgeArgs;
 use crate::log::DEFAULT_LEASE_TTL;
 use crate::nats_server::Durability;
-use crate::serve::{NatsMode, Roles, ServeConfig, DEFAULT_EMBEDDED_PORT};
+use crate::serve::{GroupCommit, NatsMode, Roles, ServeConfig, DEFAULT_EMBEDDED_PORT};
 
 /// A role `serve` can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -80,6 +80,11 @@ pub struct ServeArgs {
     /// The writer lease's time to live: a standby takes over within about this long.
     #[arg(long, env = "ORCH_LEASE_TTL", default_value_t = DEFAULT_LEASE_TTL.into())]
     pub lease_ttl: humantime::Duration,
+    /// Group commit: the appends decided while one is in flight leave as one atomic batch with one
+    /// fsync (nats-server >= 2.12). `auto`: on when the embedded server fsyncs every message; with
+    /// an external server, say `on` when it runs `sync_interval: always`.
+    #[arg(long, env = "ORCH_GROUP_COMMIT", value_enum, default_value_t = GroupCommit::Auto)]
+    pub group_commit: GroupCommit,
     /// A paused session ends with `pause_timeout` this long after it paused (`off`: never).
     #[arg(long, env = "ORCH_PAUSE_TIMEOUT", default_value = "10m", value_parser = parse_timeout)]
     pub pause_timeout: Timeout,
@@ -171,6 +176,7 @@ impl ServeArgs {
                 ..DomainConfig::default()
             },
             lease_ttl,
+            group_commit: self.group_commit,
             timers: TimerConfig {
                 pause_timeout_ms: self.pause_timeout.ms(),
                 max_session_ms: self.max_session_length.ms(),

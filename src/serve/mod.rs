@@ -61,6 +61,20 @@ pub enum NatsMode {
     },
 }
 
+/// Whether the writer groups its appends into atomic batches ([`WriterConfig::group_commit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum GroupCommit {
+    /// On when the embedded nats-server fsyncs every message (`sync_interval: always`), where one
+    /// fsync per batch instead of per event is the gain; off otherwise (a client cannot see an
+    /// external server's fsync policy, and without it a batch costs more than pipelined appends).
+    #[default]
+    Auto,
+    /// Always (servers >= 2.12; older ones get pipelined appends all the same).
+    On,
+    /// Never: appends are pipelined one by one.
+    Off,
+}
+
 /// Which roles run. The bridge implies a projector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Roles {
@@ -117,6 +131,8 @@ pub struct ServeConfig {
     pub domain: DomainConfig,
     /// The writer lease's time to live.
     pub lease_ttl: Duration,
+    /// Group commit.
+    pub group_commit: GroupCommit,
     /// The cell's timeouts and heartbeat deadline.
     pub timers: TimerConfig,
     /// The HTTP bridge's settings (its address, tokens, limits).
@@ -204,6 +220,7 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
     std::fs::create_dir_all(&config.data_dir).map_err(data_dir_error)?;
     config.data_dir = std::path::absolute(&config.data_dir).map_err(data_dir_error)?;
     let stop = shutdown.child_token();
+    let mut fsync_each = false;
     let (url, nats_line, supervisor) = match &config.nats {
         NatsMode::External { url } => (url.clone(), String::new(), None),
         NatsMode::Embedded {
@@ -212,6 +229,7 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
             durability,
         } => {
             let server = start_embedded(bin.clone(), *port, *durability, &config.data_dir).await?;
+            fsync_each = server.durability() == Durability::SyncAlways;
             let line = format!(
                 "{} (embedded nats-server {}, pid {}, log {})\n  durability:  {}: {}",
                 server.url(),
@@ -227,6 +245,13 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
             (url, line, Some((handle, nats_stop)))
         }
     };
+    if config.group_commit == GroupCommit::Auto {
+        config.group_commit = if fsync_each {
+            GroupCommit::On
+        } else {
+            GroupCommit::Off
+        };
+    }
     let outcome = run_roles(&config, &url, &nats_line, stop).await;
     let mut stopped = Ok(());
     if let Some((handle, nats_stop)) = supervisor {
@@ -351,6 +376,7 @@ async fn run_roles(
             // Snapshots go to `<data-dir>/writer/<cell>.snapshot`: the writer adds `writer/`.
             data_dir: Some(config.data_dir.clone()),
             lease_ttl: config.lease_ttl,
+            group_commit: config.group_commit == GroupCommit::On,
             timers: config.timers,
             metrics: metrics.writer(),
             ..WriterConfig::new(config.cell.clone())

@@ -309,7 +309,14 @@ impl Orchestrator {
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
             .args(["serve", "--nats-url", url, "--data-dir"])
             .arg(data_dir)
-            .args(["--role", "writer,projector", "--lease-ttl", "1s"])
+            .args([
+                "--role",
+                "writer,projector",
+                "--lease-ttl",
+                "1s",
+                "--group-commit",
+                "on",
+            ])
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
