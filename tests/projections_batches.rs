@@ -77,14 +77,13 @@ fn batch_sizes_give_the_same_store_and_answers() {
     assert_eq!(mem, dump);
 
     // Ended sessions keep only their view and user index.
-    let ended = dump
-        .keys()
-        .filter(|k| k.starts_with(b"t:ended"))
-        .count();
+    let ended = dump.keys().filter(|k| k.starts_with(b"t:ended")).count();
     assert_eq!(ended, 0);
 
     let everyone = list(&all, &SessionFilter::default());
-    assert!(everyone.windows(2).all(|w| w[0].session_id < w[1].session_id));
+    assert!(everyone
+        .windows(2)
+        .all(|w| w[0].session_id < w[1].session_id));
     for status in SessionStatus::ALL {
         let filter = SessionFilter {
             status: Some(status),
@@ -216,7 +215,12 @@ fn queue_story() -> Vec<Message> {
                 vm_id: None,
             },
         ),
-        env(10, Event::SessionPaused { session_id: sid("a") }),
+        env(
+            10,
+            Event::SessionPaused {
+                session_id: sid("a"),
+            },
+        ),
     ]
 }
 
@@ -248,7 +252,11 @@ fn the_queue_is_the_same_whatever_the_batches() {
                 10,
             )
             .unwrap();
-        let ids: Vec<_> = ended.sessions.iter().map(|s| s.session_id.clone()).collect();
+        let ids: Vec<_> = ended
+            .sessions
+            .iter()
+            .map(|s| s.session_id.clone())
+            .collect();
         assert_eq!(ids, [sid("b")]);
     }
 }

@@ -12,11 +12,11 @@ use orchestrator_events::{Envelope, Event, SessionId, VmId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::keys::decode_u64;
 use super::keys::{
     count_key, queue_key, reason_key, session_key, status_indexed, status_key, user_key, vm_key,
     vm_session_key, CHECKPOINT_KEY,
 };
-use super::keys::decode_u64;
 use super::model::{QueuedView, SessionView, VmView};
 use super::ProjectionError;
 use crate::domain::{SessionStatus, VmStatus};

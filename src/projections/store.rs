@@ -105,10 +105,7 @@ pub struct Projections {
 /// [`super::projector::FLUSH_EVERY`] while following, once at the end of a rebuild). A batch that
 /// did not reach the disk before a crash is applied again from the log.
 fn open_db(dir: &Path) -> sled::Result<sled::Db> {
-    sled::Config::new()
-        .path(dir)
-        .flush_every_ms(None)
-        .open()
+    sled::Config::new().path(dir).flush_every_ms(None).open()
 }
 
 fn is_lock_error(e: &sled::Error) -> bool {
@@ -374,12 +371,13 @@ impl Projections {
                 view.queue_position = self.queue_position(&view)?;
                 view
             } else {
-                let id = SessionId::parse(String::from_utf8_lossy(id).into_owned()).map_err(|e| {
-                    ProjectionError::Corrupt {
-                        key: String::from_utf8_lossy(&k).into_owned(),
-                        reason: e.to_string(),
-                    }
-                })?;
+                let id =
+                    SessionId::parse(String::from_utf8_lossy(id).into_owned()).map_err(|e| {
+                        ProjectionError::Corrupt {
+                            key: String::from_utf8_lossy(&k).into_owned(),
+                            reason: e.to_string(),
+                        }
+                    })?;
                 let Some(view) = self.session(&id)? else {
                     continue;
                 };
