@@ -1,34 +1,25 @@
-//! How one event changes the read models, over any key-value store.
+//! How one event changes the read models, over any key-value store (layout: [`super::keys`]).
 //!
-//! Keys (one sled tree, so a batch of events and the checkpoint commit atomically):
-//!
-//! | key | value |
-//! |---|---|
-//! | `s:<session_id>` | [`SessionView`] |
-//! | `u:<user_id>\0<session_id>` | empty: sessions by user |
-//! | `v:<vm_id>\0<session_id>` | empty: sessions holding a slot on a VM |
-//! | `t:<status>\0<session_id>` | empty: sessions by status |
-//! | `m:<vm_id>` | [`VmView`] |
-//! | `q:<seq>` | session id: the placement queue, in the order sessions were queued |
-//! | `c:<status>` | u64: sessions per status |
-//! | `r:<end reason>` | u64: sessions ended per reason |
-//! | `_checkpoint` | u64: the last stream sequence applied |
-//! | `_version` | u32: the projection's version ([`super::PROJECTION_VERSION`]) |
+//! A batch of events is folded in an [`Overlay`]: the views it touches are decoded once, changed in
+//! memory, and encoded once when the batch is taken out ([`Overlay::into_writes`]); counters too.
+//! Index keys of a session born in the same batch that are deleted in it (its `starting` status, its
+//! place in the queue, its VM slot once it ends) are never written at all. So a batch holding whole
+//! lifecycles writes little more than each session's view and user index.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use orchestrator_events::{Envelope, Event, SessionId, UserId, VmId};
+use orchestrator_events::{Envelope, Event, SessionId, VmId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::keys::decode_u64;
+use super::keys::{
+    count_key, queue_key, reason_key, session_key, status_indexed, status_key, user_key, vm_key,
+    vm_session_key, CHECKPOINT_KEY,
+};
 use super::model::{QueuedView, SessionView, VmView};
 use super::ProjectionError;
 use crate::domain::{SessionStatus, VmStatus};
-
-/// The checkpoint key.
-pub const CHECKPOINT_KEY: &[u8] = b"_checkpoint";
-/// The version key.
-pub const VERSION_KEY: &[u8] = b"_version";
 
 /// Read access to a store of projections.
 pub trait Kv {
@@ -46,11 +37,39 @@ impl Kv for BTreeMap<Vec<u8>, Vec<u8>> {
 /// every reader skips.
 pub type Message = (u64, Option<Envelope>);
 
+/// Writes of a batch, in key order: `None` deletes.
+pub type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// A session touched by the batch.
+struct Touched {
+    view: SessionView,
+    /// Started in this batch: none of its keys is in the base store.
+    fresh: bool,
+}
+
 /// Writes pending over a base store: a batch under construction.
 pub struct Overlay<'a, K: Kv> {
     base: &'a K,
-    /// The writes: `None` deletes.
-    pub writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Index keys, the queue and the checkpoint.
+    writes: Writes,
+    /// The sessions the batch changed, by key.
+    sessions: HashMap<Vec<u8>, Touched>,
+    /// The VMs touched, by key, changed or not (`true`: write it).
+    vms: HashMap<Vec<u8>, (VmView, bool)>,
+    /// The counters touched (`c:`, `r:`), by key.
+    counters: HashMap<Vec<u8>, u64>,
+}
+
+fn decode_as<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, ProjectionError> {
+    postcard::from_bytes(bytes).map_err(|e| ProjectionError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Views are plain structs of strings, numbers and maps: encoding cannot fail.
+    postcard::to_stdvec(value).expect("a view always encodes")
 }
 
 impl<'a, K: Kv> Overlay<'a, K> {
@@ -59,47 +78,53 @@ impl<'a, K: Kv> Overlay<'a, K> {
         Self {
             base,
             writes: BTreeMap::new(),
+            sessions: HashMap::new(),
+            vms: HashMap::new(),
+            counters: HashMap::new(),
         }
     }
 
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ProjectionError> {
-        match self.writes.get(key) {
-            Some(v) => Ok(v.clone()),
-            None => self.base.get(key),
+    /// The batch's writes, views and counters encoded, in key order.
+    pub fn into_writes(self) -> Writes {
+        let mut writes = self.writes;
+        for (key, touched) in self.sessions {
+            writes.insert(key, Some(encode(&touched.view)));
         }
-    }
-
-    fn get_as<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, ProjectionError> {
-        self.get(key)?
-            .map(|b| {
-                postcard::from_bytes(&b).map_err(|e| ProjectionError::Corrupt {
-                    key: String::from_utf8_lossy(key).into_owned(),
-                    reason: e.to_string(),
-                })
-            })
-            .transpose()
-    }
-
-    fn put_as<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
-        // Views are plain structs of strings, numbers and maps: encoding cannot fail.
-        let bytes = postcard::to_stdvec(value).expect("a view always encodes");
-        self.writes.insert(key, Some(bytes));
+        for (key, (vm, changed)) in self.vms {
+            if changed {
+                writes.insert(key, Some(encode(&vm)));
+            }
+        }
+        for (key, n) in self.counters {
+            writes.insert(key, Some(n.to_be_bytes().to_vec()));
+        }
+        writes
     }
 
     fn put(&mut self, key: Vec<u8>) {
         self.writes.insert(key, Some(Vec::new()));
     }
 
-    fn delete(&mut self, key: Vec<u8>) {
-        self.writes.insert(key, None);
+    /// Deletes an index key of a session; one its batch wrote itself (`fresh`) is only forgotten.
+    fn delete(&mut self, key: Vec<u8>, fresh: bool) {
+        if fresh {
+            self.writes.remove(&key);
+        } else {
+            self.writes.insert(key, None);
+        }
+    }
+
+    fn add(&mut self, key: Vec<u8>, delta: i64) -> Result<(), ProjectionError> {
+        let n = match self.counters.get(&key) {
+            Some(n) => *n,
+            None => self.base.get(&key)?.map(|b| decode_u64(&b)).unwrap_or(0),
+        };
+        self.counters.insert(key, n.saturating_add_signed(delta));
+        Ok(())
     }
 
     fn add_count(&mut self, status: SessionStatus, delta: i64) -> Result<(), ProjectionError> {
-        let key = count_key(status);
-        let n = self.get(&key)?.map(|b| decode_u64(&b)).unwrap_or(0);
-        let n = n.saturating_add_signed(delta);
-        self.writes.insert(key, Some(n.to_be_bytes().to_vec()));
-        Ok(())
+        self.add(count_key(status), delta)
     }
 
     /// Applies consecutive messages, the first of which must be at `expected`; returns the
@@ -143,7 +168,8 @@ impl<'a, K: Kv> Overlay<'a, K> {
                 game_id,
                 requirements,
             } => {
-                if self.get(&session_key(session_id))?.is_some() {
+                let key = session_key(session_id);
+                if self.sessions.contains_key(&key) || self.base.get(&key)?.is_some() {
                     return Err(inconsistent(format!("session {session_id} started twice")));
                 }
                 let view = SessionView {
@@ -162,22 +188,22 @@ impl<'a, K: Kv> Overlay<'a, K> {
                     updated_at: at,
                     last_seq: seq,
                 };
-                self.put_as(session_key(session_id), &view);
                 self.put(user_key(user_id, session_id));
                 self.put(status_key(SessionStatus::Starting, session_id));
                 self.add_count(SessionStatus::Starting, 1)?;
+                self.sessions.insert(key, Touched { view, fresh: true });
             }
             Event::SessionAssigned {
                 session_id,
                 vm_id,
                 placement,
             } => {
-                let mut view = self.session(session_id, seq)?;
-                let mut vm = self.vm(vm_id, seq)?;
+                let (mut view, fresh) = self.take_session(session_id, seq)?;
+                let mut vm = self.take_vm(vm_id, seq)?;
                 if let Some(q) = view.queued.take() {
-                    self.delete(queue_key(q.seq));
+                    self.delete(queue_key(q.seq), fresh);
                 }
-                self.move_status(&mut view, SessionStatus::Active)?;
+                self.move_status(&mut view, fresh, SessionStatus::Active)?;
                 view.vm_id = Some(vm_id.clone());
                 view.placement = Some(placement.clone());
                 view.endpoint = vm.endpoint.clone();
@@ -185,45 +211,42 @@ impl<'a, K: Kv> Overlay<'a, K> {
                 vm.free = vm.capacity.saturating_sub(vm.used);
                 vm.updated_at = at;
                 vm.last_seq = seq;
-                self.put(vm_key_session(vm_id, session_id));
-                self.put_as(vm_key(vm_id), &vm);
-                self.finish_session(view, at, seq);
+                self.put(vm_session_key(vm_id, session_id));
+                self.keep_vm(vm);
+                self.keep_session(view, fresh, at, seq);
             }
             Event::SessionPaused { session_id } | Event::SessionResumed { session_id } => {
-                let mut view = self.session(session_id, seq)?;
+                let (mut view, fresh) = self.take_session(session_id, seq)?;
                 let to = if matches!(env.event, Event::SessionPaused { .. }) {
                     SessionStatus::Paused
                 } else {
                     SessionStatus::Active
                 };
-                self.move_status(&mut view, to)?;
-                self.finish_session(view, at, seq);
+                self.move_status(&mut view, fresh, to)?;
+                self.keep_session(view, fresh, at, seq);
             }
             Event::SessionEnded {
                 session_id, reason, ..
             } => {
-                let mut view = self.session(session_id, seq)?;
+                let (mut view, fresh) = self.take_session(session_id, seq)?;
                 if let Some(q) = view.queued.take() {
-                    self.delete(queue_key(q.seq));
+                    self.delete(queue_key(q.seq), fresh);
                 }
                 if view.status.holds_slot() {
                     if let Some(vm_id) = view.vm_id.clone() {
-                        let mut vm = self.vm(&vm_id, seq)?;
+                        let mut vm = self.take_vm(&vm_id, seq)?;
                         vm.used = vm.used.saturating_sub(1);
                         vm.free = vm.capacity.saturating_sub(vm.used);
                         vm.updated_at = at;
                         vm.last_seq = seq;
-                        self.delete(vm_key_session(&vm_id, session_id));
-                        self.put_as(vm_key(&vm_id), &vm);
+                        self.delete(vm_session_key(&vm_id, session_id), fresh);
+                        self.keep_vm(vm);
                     }
                 }
-                self.move_status(&mut view, SessionStatus::Ended)?;
+                self.move_status(&mut view, fresh, SessionStatus::Ended)?;
                 view.end_reason = Some(*reason);
-                let key = reason_key(*reason);
-                let n = self.get(&key)?.map(|b| decode_u64(&b)).unwrap_or(0);
-                self.writes
-                    .insert(key, Some(n.saturating_add(1).to_be_bytes().to_vec()));
-                self.finish_session(view, at, seq);
+                self.add(reason_key(*reason), 1)?;
+                self.keep_session(view, fresh, at, seq);
             }
             Event::VmRegistered {
                 vm_id,
@@ -233,7 +256,7 @@ impl<'a, K: Kv> Overlay<'a, K> {
                 endpoint,
             } => {
                 // A lost VM comes back by registering again.
-                if let Some(old) = self.get_as::<VmView>(&vm_key(vm_id))? {
+                if let Some(old) = self.find_vm(vm_id)? {
                     if old.status != VmStatus::Lost {
                         return Err(inconsistent(format!("VM {vm_id} registered twice")));
                     }
@@ -251,14 +274,14 @@ impl<'a, K: Kv> Overlay<'a, K> {
                     updated_at: at,
                     last_seq: seq,
                 };
-                self.put_as(vm_key(vm_id), &vm);
+                self.keep_vm(vm);
             }
             Event::SessionQueued {
                 session_id,
                 deadline,
                 ..
             } => {
-                let mut view = self.session(session_id, seq)?;
+                let (mut view, fresh) = self.take_session(session_id, seq)?;
                 if view.status != SessionStatus::Starting || view.queued.is_some() {
                     return Err(inconsistent(format!(
                         "session {session_id} queued while {}",
@@ -274,12 +297,12 @@ impl<'a, K: Kv> Overlay<'a, K> {
                     queue_key(seq),
                     Some(session_id.as_str().as_bytes().to_vec()),
                 );
-                self.finish_session(view, at, seq);
+                self.keep_session(view, fresh, at, seq);
             }
             Event::VmDrained { vm_id }
             | Event::VmRetired { vm_id }
             | Event::VmLost { vm_id, .. } => {
-                let mut vm = self.vm(vm_id, seq)?;
+                let mut vm = self.take_vm(vm_id, seq)?;
                 vm.status = match env.event {
                     Event::VmDrained { .. } => VmStatus::Draining,
                     Event::VmLost { .. } => VmStatus::Lost,
@@ -287,105 +310,82 @@ impl<'a, K: Kv> Overlay<'a, K> {
                 };
                 vm.updated_at = at;
                 vm.last_seq = seq;
-                self.put_as(vm_key(vm_id), &vm);
+                self.keep_vm(vm);
             }
         }
         self.set_checkpoint(seq);
         Ok(())
     }
 
-    fn session(&self, id: &SessionId, seq: u64) -> Result<SessionView, ProjectionError> {
-        self.get_as(&session_key(id))?
-            .ok_or_else(|| ProjectionError::Inconsistent {
+    /// Takes a session out of the batch (reading it from the base the first time), with whether
+    /// the batch started it. Put it back with [`Self::keep_session`].
+    fn take_session(
+        &mut self,
+        id: &SessionId,
+        seq: u64,
+    ) -> Result<(SessionView, bool), ProjectionError> {
+        let key = session_key(id);
+        if let Some(t) = self.sessions.remove(&key) {
+            return Ok((t.view, t.fresh));
+        }
+        match self.base.get(&key)? {
+            Some(bytes) => Ok((decode_as(&key, &bytes)?, false)),
+            None => Err(ProjectionError::Inconsistent {
                 seq,
                 reason: format!("unknown session {id}"),
-            })
+            }),
+        }
     }
 
-    fn vm(&self, id: &VmId, seq: u64) -> Result<VmView, ProjectionError> {
-        self.get_as(&vm_key(id))?
+    fn keep_session(&mut self, mut view: SessionView, fresh: bool, at: i64, seq: u64) {
+        view.updated_at = at;
+        view.last_seq = seq;
+        self.sessions
+            .insert(session_key(&view.session_id), Touched { view, fresh });
+    }
+
+    /// A VM as the batch sees it, if it exists.
+    fn find_vm(&mut self, id: &VmId) -> Result<Option<&VmView>, ProjectionError> {
+        let key = vm_key(id);
+        if !self.vms.contains_key(&key) {
+            let Some(bytes) = self.base.get(&key)? else {
+                return Ok(None);
+            };
+            let vm = decode_as(&key, &bytes)?;
+            self.vms.insert(key.clone(), (vm, false));
+        }
+        Ok(self.vms.get(&key).map(|(vm, _)| vm))
+    }
+
+    /// A copy of a VM to change; put it back with [`Self::keep_vm`].
+    fn take_vm(&mut self, id: &VmId, seq: u64) -> Result<VmView, ProjectionError> {
+        self.find_vm(id)?
+            .cloned()
             .ok_or_else(|| ProjectionError::Inconsistent {
                 seq,
                 reason: format!("unknown VM {id}"),
             })
     }
 
+    fn keep_vm(&mut self, vm: VmView) {
+        self.vms.insert(vm_key(&vm.vm_id), (vm, true));
+    }
+
     fn move_status(
         &mut self,
         view: &mut SessionView,
+        fresh: bool,
         to: SessionStatus,
     ) -> Result<(), ProjectionError> {
-        self.delete(status_key(view.status, &view.session_id));
+        if status_indexed(view.status) {
+            self.delete(status_key(view.status, &view.session_id), fresh);
+        }
         self.add_count(view.status, -1)?;
-        self.put(status_key(to, &view.session_id));
+        if status_indexed(to) {
+            self.put(status_key(to, &view.session_id));
+        }
         self.add_count(to, 1)?;
         view.status = to;
         Ok(())
     }
-
-    fn finish_session(&mut self, mut view: SessionView, at: i64, seq: u64) {
-        view.updated_at = at;
-        view.last_seq = seq;
-        self.put_as(session_key(&view.session_id), &view);
-    }
-}
-
-/// `r:<end reason>`: how many sessions ended for it.
-pub fn reason_key(reason: orchestrator_events::EndReason) -> Vec<u8> {
-    format!("r:{}", reason.as_str()).into_bytes()
-}
-
-/// Decodes a big-endian u64 value (0 if malformed).
-pub fn decode_u64(b: &[u8]) -> u64 {
-    b.try_into().map(u64::from_be_bytes).unwrap_or(0)
-}
-
-/// `s:<session_id>`
-pub fn session_key(id: &SessionId) -> Vec<u8> {
-    [b"s:", id.as_str().as_bytes()].concat()
-}
-
-/// `u:<user_id>\0`: the prefix of a user's sessions.
-pub fn user_prefix(user: &UserId) -> Vec<u8> {
-    [b"u:", user.as_str().as_bytes(), b"\0"].concat()
-}
-
-fn user_key(user: &UserId, id: &SessionId) -> Vec<u8> {
-    [user_prefix(user).as_slice(), id.as_str().as_bytes()].concat()
-}
-
-/// `v:<vm_id>\0`: the prefix of the sessions holding a slot on a VM.
-pub fn vm_sessions_prefix(vm: &VmId) -> Vec<u8> {
-    [b"v:", vm.as_str().as_bytes(), b"\0"].concat()
-}
-
-fn vm_key_session(vm: &VmId, id: &SessionId) -> Vec<u8> {
-    [vm_sessions_prefix(vm).as_slice(), id.as_str().as_bytes()].concat()
-}
-
-/// `t:<status>\0`: the prefix of the sessions in a status.
-pub fn status_prefix(status: SessionStatus) -> Vec<u8> {
-    [b"t:", status.as_str().as_bytes(), b"\0"].concat()
-}
-
-fn status_key(status: SessionStatus, id: &SessionId) -> Vec<u8> {
-    [status_prefix(status).as_slice(), id.as_str().as_bytes()].concat()
-}
-
-/// The key of a session's place in the placement queue: `q:` and its `SessionQueued`'s sequence,
-/// big-endian so keys sort in queue order.
-pub fn queue_key(seq: u64) -> Vec<u8> {
-    let mut k = b"q:".to_vec();
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
-}
-
-/// `m:<vm_id>`
-pub fn vm_key(id: &VmId) -> Vec<u8> {
-    [b"m:", id.as_str().as_bytes()].concat()
-}
-
-/// `c:<status>`
-pub fn count_key(status: SessionStatus) -> Vec<u8> {
-    [b"c:", status.as_str().as_bytes()].concat()
 }

@@ -1,6 +1,7 @@
 //! Projections: read models of sessions and VMs in sled, rebuilt from the log at will.
 //!
 //! - [`model`]: the views readers get.
+//! - [`keys`]: the store's layout.
 //! - [`apply`]: how an event changes them, over any key-value store (sled, or memory for `verify`).
 //! - [`store`]: the sled store: batches atomic with the checkpoint, reads, read-your-writes.
 //! - [`projector`]: the loop that follows the log into the store.
@@ -8,6 +9,7 @@
 //! sled holds derived state only: deleting it loses nothing.
 
 pub mod apply;
+pub mod keys;
 pub mod model;
 pub mod projector;
 pub mod store;
@@ -16,7 +18,8 @@ pub use model::{Capacity, QueuedView, SessionCounts, SessionView, VmView};
 pub use store::{Opened, Projections, SessionFilter, SessionPage};
 
 /// The version of the read models' layout. Changing it makes every store rebuild from the log.
-pub const PROJECTION_VERSION: u32 = 2;
+/// 3: ended sessions have no status index key.
+pub const PROJECTION_VERSION: u32 = 3;
 
 /// Why a projection failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,9 @@
 //! The projector: follows the log from the store's checkpoint and applies events in batches.
 //!
 //! Events are applied in batches of up to [`BATCH`] (as many as are ready, without waiting for more),
-//! each batch atomic with the checkpoint. The projector never reorders, and never skips an event:
+//! each batch atomic with the checkpoint, and written to disk every [`FLUSH_EVERY`] (a batch lost in
+//! a crash is applied again from the checkpoint on disk). A [`rebuild`] reads ahead in batches of
+//! [`REBUILD_BATCH`] while the one before is applied, and flushes once at the end. The projector never reorders, and never skips an event:
 //! messages that are not events (foreign, quarantined: see [`crate::log::entry`]) only move the
 //! checkpoint, with a warning. An event it cannot decode holds it at that sequence (it logs the
 //! error and retries from its checkpoint with a backoff, so a quarantine or an upgrade lets it go
@@ -14,12 +16,20 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
-use super::apply::{Message, Overlay, CHECKPOINT_KEY, VERSION_KEY};
+use super::apply::{Message, Overlay};
+use super::keys::{CHECKPOINT_KEY, VERSION_KEY};
 use super::{ProjectionError, Projections, PROJECTION_VERSION};
 use crate::log::{Entry, EntryStream, LogError, Reader};
 
-/// The most events applied in one sled batch.
+/// The most events applied in one sled batch while following the log.
 pub const BATCH: usize = 1000;
+
+/// The most events applied in one sled batch by a rebuild: whole session lifecycles then fall inside
+/// one batch, whose index keys deleted in it are never written.
+pub const REBUILD_BATCH: usize = 100_000;
+
+/// How often what the projector applied is written to disk while it follows the log.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(500);
 
 fn log_error(e: LogError) -> ProjectionError {
     match e {
@@ -75,6 +85,85 @@ async fn next_batch(entries: &mut EntryStream) -> Option<Batch> {
     Some(batch)
 }
 
+/// Reads up to `size` messages, waiting for each: for a rebuild, which reads a log it knows the end
+/// of. An error ends the batch and comes with the messages read before it. `None` when the stream
+/// ended.
+async fn fill_batch(entries: &mut EntryStream, size: usize) -> Option<Batch> {
+    let mut batch = Batch {
+        events: Vec::with_capacity(size.min(4096)),
+        error: None,
+    };
+    while batch.events.len() < size {
+        match entries.next().await {
+            Some(Ok(entry)) => batch.events.push(message(entry)),
+            Some(Err(e)) => {
+                batch.error = Some(e);
+                break;
+            }
+            None => break,
+        }
+    }
+    (!batch.events.is_empty() || batch.error.is_some()).then_some(batch)
+}
+
+/// Writes the store to disk every [`FLUSH_EVERY`] while batches are applied, one flush at a time,
+/// beside the projector so that it never waits for the disk.
+struct Flusher {
+    store: Projections,
+    /// When the next flush is due, once something was applied since the last one.
+    due: Option<tokio::time::Instant>,
+    running: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Flusher {
+    fn new(store: Projections) -> Self {
+        Self {
+            store,
+            due: None,
+            running: None,
+        }
+    }
+
+    /// A batch was applied.
+    fn applied(&mut self) {
+        self.due
+            .get_or_insert_with(|| tokio::time::Instant::now() + FLUSH_EVERY);
+    }
+
+    /// Resolves when a flush is due.
+    async fn wait(&self) {
+        match self.due {
+            Some(due) => tokio::time::sleep_until(due).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Starts a flush, unless one is still running (then tries again later).
+    fn start(&mut self) {
+        if self.running.as_ref().is_some_and(|r| !r.is_finished()) {
+            self.due = Some(tokio::time::Instant::now() + FLUSH_EVERY);
+            return;
+        }
+        self.due = None;
+        let store = self.store.clone();
+        self.running = Some(tokio::spawn(async move {
+            if let Err(e) = store.flush().await {
+                tracing::error!(error = %e, "projector: flushing the store failed");
+            }
+        }));
+    }
+
+    /// Waits for the flush running, then flushes everything.
+    async fn finish(&mut self) -> Result<(), ProjectionError> {
+        if let Some(running) = self.running.take() {
+            // The task only logs: a panic in it leaves nothing to handle here.
+            let _ = running.await;
+        }
+        self.due = None;
+        self.store.flush().await
+    }
+}
+
 /// Follows the log into `store` until `shutdown` fires.
 pub async fn run(
     reader: Reader,
@@ -82,6 +171,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ProjectionError> {
     let mut backoff = Duration::from_millis(100);
+    let mut flusher = Flusher::new(store.clone());
     loop {
         let from = store.checkpoint() + 1;
         let mut events = tokio::select! {
@@ -104,13 +194,18 @@ pub async fn run(
         loop {
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => {
-                    store.flush().await?;
+                    flusher.finish().await?;
                     return Ok(());
+                }
+                _ = flusher.wait() => {
+                    flusher.start();
+                    continue;
                 }
                 b = next_batch(&mut events) => b,
             };
             let Some(batch) = batch else { break };
             store.apply_batch(&batch.events)?;
+            flusher.applied();
             match batch.error {
                 None => {}
                 Some(e @ LogError::Decode { .. }) => {
@@ -135,7 +230,8 @@ pub async fn run(
 }
 
 /// Clears `store` and rebuilds it from the whole log, calling `progress(done, total)` after each
-/// batch. Returns the number of events applied.
+/// batch. Returns the number of events applied. The log is read ahead, in batches of
+/// [`REBUILD_BATCH`], while the batch before is applied on a blocking thread; one flush at the end.
 pub async fn rebuild(
     reader: &Reader,
     store: &Projections,
@@ -143,16 +239,35 @@ pub async fn rebuild(
 ) -> Result<u64, ProjectionError> {
     store.clear()?;
     let (last, mut events) = reader.entries_to_end(1).await.map_err(log_error)?;
-    let mut done = 0u64;
     progress(0, last);
-    while let Some(batch) = next_batch(&mut events).await {
-        store.apply_batch(&batch.events)?;
-        done += batch.events.len() as u64;
-        progress(done, last);
-        if let Some(e) = batch.error {
-            return Err(log_error(e));
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(1);
+    let read = async move {
+        while let Some(batch) = fill_batch(&mut events, REBUILD_BATCH).await {
+            let failed = batch.error.is_some();
+            // Closed: the applying side stopped on an error of its own.
+            if tx.send(batch).await.is_err() || failed {
+                break;
+            }
         }
-    }
+    };
+    let apply = async {
+        let mut done = 0u64;
+        while let Some(batch) = rx.recv().await {
+            let n = batch.events.len() as u64;
+            let (s, events) = (store.clone(), batch.events);
+            tokio::task::spawn_blocking(move || s.apply_batch(&events))
+                .await
+                .map_err(|e| ProjectionError::Log(format!("applying a batch: {e}")))??;
+            done += n;
+            progress(done, last);
+            if let Some(e) = batch.error {
+                return Err(log_error(e));
+            }
+        }
+        Ok(done)
+    };
+    let ((), done) = tokio::join!(read, apply);
+    let done = done?;
     store.flush().await?;
     if store.checkpoint() != last {
         return Err(ProjectionError::Log(format!(
@@ -181,8 +296,7 @@ pub async fn replay_in_memory(
         }
         let mut overlay = Overlay::new(&mem);
         expected = overlay.apply_all(expected, &batch.events)?;
-        let writes = overlay.writes;
-        for (k, v) in writes {
+        for (k, v) in overlay.into_writes() {
             match v {
                 Some(v) => mem.insert(k, v),
                 None => mem.remove(&k),

@@ -9,7 +9,8 @@ use orchestrator_events::{SessionId, UserId, VmId};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use super::apply::{self, Kv, Overlay, CHECKPOINT_KEY, VERSION_KEY};
+use super::apply::{self, Kv, Overlay};
+use super::keys::{self, CHECKPOINT_KEY, SESSIONS_PREFIX, VERSION_KEY};
 use super::model::{Capacity, SessionView, VmView};
 use super::{ProjectionError, PROJECTION_VERSION};
 use crate::domain::{SessionStatus, VmStatus};
@@ -100,6 +101,13 @@ pub struct Projections {
     inner: Arc<Inner>,
 }
 
+/// Opens sled in `dir` without its periodic flush: the projector flushes when it chooses (every
+/// [`super::projector::FLUSH_EVERY`] while following, once at the end of a rebuild). A batch that
+/// did not reach the disk before a crash is applied again from the log.
+fn open_db(dir: &Path) -> sled::Result<sled::Db> {
+    sled::Config::new().path(dir).flush_every_ms(None).open()
+}
+
 fn is_lock_error(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock
         || io.to_string().contains("lock"))
@@ -111,7 +119,7 @@ impl Projections {
     /// held by another process is an error, never cleared.
     pub fn open(dir: &Path) -> Result<(Self, Opened), ProjectionError> {
         let existed = dir.join("db").exists() || dir.join("conf").exists();
-        let (db, mut opened) = match sled::open(dir) {
+        let (db, mut opened) = match open_db(dir) {
             Ok(db) => (db, if existed { None } else { Some(Opened::Created) }),
             Err(e) if is_lock_error(&e) => {
                 return Err(ProjectionError::Locked {
@@ -122,7 +130,7 @@ impl Projections {
                 tracing::warn!(path = %dir.display(), error = %e, "projection store unreadable, rebuilding");
                 std::fs::remove_dir_all(dir).map_err(|io| ProjectionError::Sled(io.into()))?;
                 (
-                    sled::open(dir)?,
+                    open_db(dir)?,
                     Some(Opened::Unreadable {
                         reason: e.to_string(),
                     }),
@@ -158,7 +166,7 @@ impl Projections {
         tree.insert(VERSION_KEY, &PROJECTION_VERSION.to_be_bytes())?;
         let checkpoint = tree
             .get(CHECKPOINT_KEY)?
-            .map(|b| apply::decode_u64(&b))
+            .map(|b| keys::decode_u64(&b))
             .unwrap_or(0);
         let opened = opened.unwrap_or(Opened::Resumed { checkpoint });
         let (applied, _) = watch::channel(checkpoint);
@@ -248,7 +256,7 @@ impl Projections {
         let mut overlay = Overlay::new(&self.inner.tree);
         let next = overlay.apply_all(self.checkpoint() + 1, events)?;
         let mut batch = sled::Batch::default();
-        for (k, v) in overlay.writes {
+        for (k, v) in overlay.into_writes() {
             match v {
                 Some(v) => batch.insert(k, v),
                 None => batch.remove(k),
@@ -304,7 +312,7 @@ impl Projections {
 
     /// One session.
     pub fn session(&self, id: &SessionId) -> Result<Option<SessionView>, ProjectionError> {
-        let Some(mut view) = self.get_as::<SessionView>(&apply::session_key(id))? else {
+        let Some(mut view) = self.get_as::<SessionView>(&keys::session_key(id))? else {
             return Ok(None);
         };
         view.queue_position = self.queue_position(&view)?;
@@ -313,7 +321,7 @@ impl Projections {
 
     /// One VM.
     pub fn vm(&self, id: &VmId) -> Result<Option<VmView>, ProjectionError> {
-        self.get_as(&apply::vm_key(id))
+        self.get_as(&keys::vm_key(id))
     }
 
     /// Every VM, sorted by id.
@@ -336,15 +344,17 @@ impl Projections {
         limit: usize,
     ) -> Result<SessionPage, ProjectionError> {
         let as_of_seq = self.checkpoint();
+        // Ended sessions have no status index: they are listed from the views themselves.
         let prefix = if let Some(u) = &filter.user_id {
-            apply::user_prefix(u)
+            keys::user_prefix(u)
         } else if let Some(vm) = &filter.vm_id {
-            apply::vm_sessions_prefix(vm)
-        } else if let Some(s) = filter.status {
-            apply::status_prefix(s)
+            keys::vm_sessions_prefix(vm)
+        } else if let Some(s) = filter.status.filter(|s| keys::status_indexed(*s)) {
+            keys::status_prefix(s)
         } else {
-            b"s:".to_vec()
+            SESSIONS_PREFIX.to_vec()
         };
+        let views = prefix == SESSIONS_PREFIX;
         let start = match after {
             Some(a) => [prefix.as_slice(), a.as_str().as_bytes(), b"\0"].concat(),
             None => prefix.clone(),
@@ -352,18 +362,26 @@ impl Projections {
         let mut sessions = Vec::new();
         let mut next = None;
         for kv in self.inner.tree.range(start..) {
-            let (k, _) = kv?;
+            let (k, v) = kv?;
             let Some(id) = k.strip_prefix(prefix.as_slice()) else {
                 break;
             };
-            let id = SessionId::parse(String::from_utf8_lossy(id).into_owned()).map_err(|e| {
-                ProjectionError::Corrupt {
-                    key: String::from_utf8_lossy(&k).into_owned(),
-                    reason: e.to_string(),
-                }
-            })?;
-            let Some(view) = self.session(&id)? else {
-                continue;
+            let view = if views {
+                let mut view: SessionView = decode(&k, &v)?;
+                view.queue_position = self.queue_position(&view)?;
+                view
+            } else {
+                let id =
+                    SessionId::parse(String::from_utf8_lossy(id).into_owned()).map_err(|e| {
+                        ProjectionError::Corrupt {
+                            key: String::from_utf8_lossy(&k).into_owned(),
+                            reason: e.to_string(),
+                        }
+                    })?;
+                let Some(view) = self.session(&id)? else {
+                    continue;
+                };
+                view
             };
             let keep = filter.user_id.as_ref().is_none_or(|u| &view.user_id == u)
                 && filter.status.is_none_or(|s| view.status == s)
@@ -416,14 +434,14 @@ impl Projections {
             *c.sessions.get_mut(s) = self
                 .inner
                 .tree
-                .get(apply::count_key(s))?
-                .map(|b| apply::decode_u64(&b))
+                .get(keys::count_key(s))?
+                .map(|b| keys::decode_u64(&b))
                 .unwrap_or(0);
         }
         for kv in self.inner.tree.scan_prefix(b"r:") {
             let (k, v) = kv?;
             let reason = String::from_utf8_lossy(&k[2..]).into_owned();
-            c.ended_by_reason.insert(reason, apply::decode_u64(&v));
+            c.ended_by_reason.insert(reason, keys::decode_u64(&v));
         }
         c.queued = self.inner.tree.scan_prefix(b"q:").count() as u64;
         if let Some(first) = self.inner.tree.scan_prefix(b"q:").next() {
@@ -448,7 +466,7 @@ impl Projections {
         let ahead = self
             .inner
             .tree
-            .range(apply::queue_key(0)..apply::queue_key(q.seq))
+            .range(keys::queue_key(0)..keys::queue_key(q.seq))
             .count() as u64;
         Ok(Some(ahead + 1))
     }
