@@ -36,6 +36,11 @@ pub struct BridgeArgs {
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub command_timeout: Duration,
 
+    /// Command requests to the writer in flight at once: commands that arrive while all are busy
+    /// leave together, as one batch request, with the next free one (1: one request at a time).
+    #[arg(long, env = "ORCH_COMMAND_REQUESTS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub command_requests: u16,
+
     /// How long a command's response waits for the projections to show its effect, e.g. `2s`.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub read_your_writes_timeout: Duration,
@@ -59,6 +64,7 @@ impl Default for BridgeArgs {
             rate_limit: 50.0,
             rate_burst: 100,
             command_timeout: Duration::from_secs(5),
+            command_requests: 4,
             read_your_writes_timeout: Duration::from_secs(2),
             max_feeds_per_caller: 4,
             max_feeds: 256,

@@ -14,7 +14,7 @@ use super::idempotency::InFlight;
 use super::rate_limit::RateLimiter;
 use super::server::HttpError;
 use super::tokens::Tokens;
-use crate::client::CommandClient;
+use crate::client::{CoalescingClient, CommandClient};
 use crate::log::Reader;
 use crate::metrics::{BridgeMetrics, Metrics};
 use crate::projections::Projections;
@@ -26,7 +26,8 @@ pub struct AppState {
 }
 
 pub(crate) struct Inner {
-    pub(crate) commands: CommandClient,
+    /// Commands to the writer, concurrent ones packed into batch requests.
+    pub(crate) commands: CoalescingClient,
     pub(crate) nats: async_nats::Client,
     pub(crate) store: Projections,
     pub(crate) reader: Reader,
@@ -89,7 +90,10 @@ impl AppState {
         metrics.watch_feeds(feeds.clone());
         Ok(Self {
             inner: Arc::new(Inner {
-                commands: CommandClient::new(client.clone(), cell, args.command_timeout),
+                commands: CoalescingClient::new(
+                    CommandClient::new(client.clone(), cell, args.command_timeout),
+                    args.command_requests.into(),
+                ),
                 nats: client,
                 store,
                 feed_reader: reader.clone(),

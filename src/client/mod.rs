@@ -1,5 +1,13 @@
 //! A client of the command protocol: what the CLI, the HTTP bridge and the benchmark use to send
 //! commands to the cell's writer over NATS.
+//!
+//! - [`CommandClient`]: one command per request, or many in one batch request.
+//! - [`coalesce`]: [`CoalescingClient`], which packs concurrent commands into batch requests (the
+//!   HTTP bridge's way).
+
+pub mod coalesce;
+
+pub use coalesce::CoalescingClient;
 
 use std::time::Duration;
 
@@ -69,6 +77,31 @@ impl CommandClient {
         self.send_raw(command.name(), body, None).await
     }
 
+    /// Sends many commands in one batch request (at most [`protocol::MAX_BATCH_REQUESTS`]) and
+    /// returns each one's reply, in order. Each command is decided as if sent alone.
+    pub async fn send_batch(
+        &self,
+        commands: &[(CommandId, Actor, Command)],
+    ) -> Result<Vec<Reply>, ClientError> {
+        let items: Vec<(&str, Vec<u8>)> = commands
+            .iter()
+            .map(|(id, actor, command)| {
+                (
+                    command.name(),
+                    protocol::encode_request(id, actor, command, false),
+                )
+            })
+            .collect();
+        let body = protocol::batch::encode_batch(&items, false);
+        let bytes = self.send_raw_bytes(protocol::BATCH, body, None).await?;
+        match protocol::BatchReply::decode(&bytes, false).map_err(ClientError::BadReply)? {
+            protocol::BatchReply::Replies(replies) => Ok(replies),
+            protocol::BatchReply::Rejected { code, message } => {
+                Ok(vec![Reply::error(&code, message); commands.len()])
+            }
+        }
+    }
+
     /// Sends an already-encoded body to `orch.<cell>.cmd.<name>`, JSON when `headers` say so.
     pub async fn send_raw(
         &self,
@@ -77,6 +110,17 @@ impl CommandClient {
         headers: Option<HeaderMap>,
     ) -> Result<Reply, ClientError> {
         let json = matches!(protocol::wants_json(headers.as_ref()), Ok(true));
+        let payload = self.send_raw_bytes(name, body, headers).await?;
+        Reply::decode(&payload, json).map_err(ClientError::BadReply)
+    }
+
+    /// Sends a body to `orch.<cell>.cmd.<name>` and returns the answer's bytes.
+    pub async fn send_raw_bytes(
+        &self,
+        name: &str,
+        body: Vec<u8>,
+        headers: Option<HeaderMap>,
+    ) -> Result<bytes::Bytes, ClientError> {
         let mut request = async_nats::Request::new()
             .payload(body.into())
             .timeout(Some(self.timeout));
@@ -92,6 +136,6 @@ impl CommandClient {
                 RequestErrorKind::TimedOut => ClientError::Timeout(self.timeout),
                 _ => ClientError::Unavailable(e.to_string()),
             })?;
-        Reply::decode(&msg.payload, json).map_err(ClientError::BadReply)
+        Ok(msg.payload)
     }
 }
