@@ -18,7 +18,7 @@ use super::http::HttpFigures;
 use super::stats::{per_second, Latency, Samples};
 use super::workload::{requirements, vm_id, vm_labels, VM_CAPACITY};
 use super::{BenchError, Plan};
-use crate::client::{ClientError, CommandClient};
+use crate::client::{ClientError, CoalescingClient, CommandClient};
 use crate::domain::command::{AssignVm, EndSession, RegisterVm, SessionRef, StartSession};
 use crate::domain::Command;
 use crate::writer::{self, Reply, WriterConfig};
@@ -60,6 +60,33 @@ pub struct OrchestratorFigures {
     pub registration_seconds: f64,
     /// One entry per level of concurrency.
     pub levels: Vec<LevelFigures>,
+    /// The most clients again, their commands packed into batch requests by one
+    /// [`CoalescingClient`] (as the HTTP bridge does), [`COALESCED_IN_FLIGHT`] requests at once.
+    pub coalesced: Option<LevelFigures>,
+}
+
+/// Batch requests in flight for the coalesced level: the bridge's default.
+pub const COALESCED_IN_FLIGHT: usize = 4;
+
+/// How a bench client sends: one request per command, or through a coalescing client.
+#[derive(Clone)]
+pub(crate) enum Sender {
+    Direct(CommandClient),
+    Coalesced(CoalescingClient),
+}
+
+impl Sender {
+    async fn send(
+        &self,
+        id: &CommandId,
+        actor: &Actor,
+        command: &Command,
+    ) -> Result<Reply, ClientError> {
+        match self {
+            Sender::Direct(c) => c.send(id, actor, command).await,
+            Sender::Coalesced(c) => c.send(id, actor, command).await,
+        }
+    }
 }
 
 pub(crate) async fn connect(url: &str) -> Result<async_nats::Client, BenchError> {
@@ -173,7 +200,7 @@ impl ClientOutcome {
 
 /// One client: its own user, its sessions one after the other, five commands each.
 pub(crate) async fn client_loop(
-    client: CommandClient,
+    client: Sender,
     level: usize,
     k: usize,
     deadline: Instant,
@@ -299,11 +326,26 @@ pub async fn measure(
             let client = client.clone();
             levels.push(
                 run_clients(clients, plan, move |k, deadline, budget| {
-                    client_loop(client.clone(), clients, k, deadline, budget)
+                    client_loop(Sender::Direct(client.clone()), clients, k, deadline, budget)
                 })
                 .await?,
             );
         }
+        let most = plan.clients.iter().copied().max().unwrap_or(1);
+        tracing::info!(
+            clients = most,
+            "orchestrator: commands over NATS, coalesced"
+        );
+        let coalescing =
+            Sender::Coalesced(CoalescingClient::new(client.clone(), COALESCED_IN_FLIGHT));
+        // Levels of their own, so that sessions and users never collide with the plain levels'.
+        let level = most + 1_000_000;
+        let coalesced = Some(
+            run_clients(most, plan, move |k, deadline, budget| {
+                client_loop(coalescing.clone(), level, k, deadline, budget)
+            })
+            .await?,
+        );
         let http =
             super::http::measure(url, plan, &data_dir.join("http-projections"), &cell).await?;
         Ok::<_, BenchError>((
@@ -311,6 +353,7 @@ pub async fn measure(
                 vms: plan.vms,
                 registration_seconds: registration.as_secs_f64(),
                 levels,
+                coalesced,
             },
             http,
         ))

@@ -549,6 +549,35 @@ impl BenchReport {
                     ],
                 );
             }
+            if let Some(c) = &f.orchestrator.coalesced {
+                row(
+                    &mut t,
+                    [
+                        mode,
+                        &format!(
+                            "commands/s, {}, coalesced into batch requests ({} in flight)",
+                            clients(c.clients),
+                            super::orchestrator::COALESCED_IN_FLIGHT
+                        ),
+                        &rate(c.per_second, "cmd/s"),
+                        &raw_rate_text,
+                        &format!("{:.3}", ratio(c.per_second, raw_rate)),
+                    ],
+                );
+                row(
+                    &mut t,
+                    [
+                        mode,
+                        &format!("latency p50/p99/p999, {}, coalesced", clients(c.clients)),
+                        &c.latency.show(),
+                        &raw_latency_text,
+                        &format!(
+                            "p99 {:.1}x",
+                            ratio(c.latency.p99_us, f.raw.sequential.p99_us)
+                        ),
+                    ],
+                );
+            }
             if let (Some(b), Some(l)) = (&f.raw.batches, busiest(f)) {
                 row(
                     &mut t,
