@@ -365,3 +365,26 @@ async fn attempt(
         Err(err) => Err(LeaseError::Jetstream(err.to_string())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The takeover window the module's docs state: from TTL - renewal period to TTL + one poll
+    /// after the holder's death, 0.67 to 1.1 s at the default TTL.
+    #[test]
+    fn default_timing_gives_a_takeover_within_about_a_second() {
+        let ttl = DEFAULT_LEASE_TTL;
+        assert_eq!(ttl, Duration::from_secs(1));
+        assert_eq!(renew_every(ttl), Duration::from_nanos(333_333_333));
+        assert_eq!(poll_every(ttl), Duration::from_millis(100));
+        let earliest = ttl - renew_every(ttl);
+        let latest = ttl + poll_every(ttl);
+        assert_eq!(earliest.as_millis(), 666);
+        assert_eq!(latest.as_millis(), 1_100);
+        assert_eq!(
+            poll_every(Duration::from_millis(50)),
+            Duration::from_millis(10)
+        );
+    }
+}

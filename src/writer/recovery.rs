@@ -336,3 +336,77 @@ async fn matches_log(reader: &Reader, folded: &Folded) -> Result<bool, LogError>
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saved(dir: &Path) -> (PathBuf, CellId, State) {
+        let cell = CellId::default_cell();
+        let path = snapshot_path(dir, &cell);
+        let mut state = State::new(DomainConfig::default());
+        state.last_seq = 42;
+        let last_event = LastEvent {
+            seq: 42,
+            event_id: "e-42".into(),
+        };
+        save_snapshot(&path, &cell, &last_event, &state).unwrap();
+        (path, cell, state)
+    }
+
+    #[test]
+    fn a_snapshot_is_written_whole_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, cell, state) = saved(dir.path());
+        let snap = load_snapshot(&path, &cell).expect("a whole snapshot loads");
+        assert_eq!(snap.state, state);
+        assert_eq!(snap.last_event.seq, 42);
+        let files: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(files, vec![path.file_name().unwrap().to_owned()]);
+        // Saved again over it: still one file, the new one.
+        save_snapshot(
+            &path,
+            &cell,
+            &LastEvent {
+                seq: 43,
+                event_id: "e-43".into(),
+            },
+            &state,
+        )
+        .unwrap();
+        assert_eq!(load_snapshot(&path, &cell).unwrap().last_event.seq, 43);
+        assert_eq!(
+            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_torn_or_corrupt_snapshot_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, cell, _) = saved(dir.path());
+        let whole = std::fs::read(&path).unwrap();
+        for cut in [0, 1, 31, whole.len() / 2, whole.len() - 1] {
+            std::fs::write(&path, &whole[..cut]).unwrap();
+            assert!(load_snapshot(&path, &cell).is_none(), "cut at {cut}");
+        }
+        for at in [0, whole.len() / 2, whole.len() - 1] {
+            let mut bad = whole.clone();
+            bad[at] ^= 0x01;
+            std::fs::write(&path, &bad).unwrap();
+            assert!(load_snapshot(&path, &cell).is_none(), "byte {at} flipped");
+        }
+        // A temporary file left by a crash is never read.
+        std::fs::write(&path, &whole).unwrap();
+        std::fs::write(
+            path.with_file_name(".default.snapshot.crashed.tmp"),
+            &whole[..10],
+        )
+        .unwrap();
+        assert!(load_snapshot(&path, &cell).is_some());
+        assert!(load_snapshot(&path, &CellId::parse("other").unwrap()).is_none());
+    }
+}
