@@ -194,7 +194,7 @@ async fn rounds(
     Ok(FailoverFigures {
         lease_ttl_ms: writer_bin_override()
             .is_none()
-            .then(|| ttl.as_millis() as u64),
+            .then_some(ttl.as_millis() as u64),
         writer_bin: writer_bin_override().map_or_else(
             || "this binary".to_owned(),
             |b| b.to_string_lossy().into_owned(),
