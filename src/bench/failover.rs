@@ -24,20 +24,20 @@ use std::time::{Duration, Instant};
 use orchestrator_events::{Actor, CellId};
 use serde::Serialize;
 
-use super::heartbeats::{wait_for_writer, WriterProcess};
+use super::heartbeats::{probe_until_answered, WriterProcess};
 use super::orchestrator::{connect, new_command_id, parse, register_pool};
 use super::rebuild::FILL_CELL;
 use super::stats::thousands;
 use super::workload::Rng;
 use super::{BenchError, Plan};
-use crate::client::{ClientError, CommandClient};
-use crate::domain::command::{SessionRef, StartSession};
+use crate::client::CommandClient;
+use crate::domain::command::StartSession;
 use crate::domain::Command;
 use crate::log::{lease, Reader};
 use crate::nats_server::{Durability, NatsServer, NatsServerConfig};
 use crate::writer::recovery::recover_from;
 use crate::writer::standby::Follower;
-use crate::writer::{Reply, WriterConfig};
+use crate::writer::WriterConfig;
 
 /// How long a probe waits for its answer: short, so that a probe caught by the dying writer is
 /// sent again soon.
@@ -160,7 +160,7 @@ async fn rounds(
     let client = CommandClient::new(connect(url).await?, cell.clone(), PROBE_TIMEOUT);
     let slow = CommandClient::new(client.nats().clone(), cell.clone(), Duration::from_secs(30));
     writers.push(start_writer(url, dir, 0).await?);
-    wait_for_writer(&slow, &mut writers[0]).await?;
+    probe_until_answered(&slow, &mut writers[0], PROBE_PAUSE).await?;
     register_pool(&slow, VMS, None).await?;
     let mut rng = Rng::new(0x5eed_0010);
     let mut takeover_seconds = Vec::new();
@@ -181,7 +181,7 @@ async fn rounds(
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL)
             .map_err(|e| BenchError::Setup(format!("kill -9 {pid}: {e}")))?;
         let killed = Instant::now();
-        probe_until_answered(&client, &mut writers[0]).await?;
+        probe_until_answered(&client, &mut writers[0], PROBE_PAUSE).await?;
         let took = killed.elapsed();
         tracing::info!(round, seconds = took.as_secs_f64(), "failover: took over");
         takeover_seconds.push(took.as_secs_f64());
@@ -224,40 +224,6 @@ async fn start_sessions(client: &CommandClient, next: &mut u64, n: u32) -> Resul
         }
     }
     Ok(())
-}
-
-/// Sends a probe until a writer answers it.
-async fn probe_until_answered(
-    client: &CommandClient,
-    standby: &mut WriterProcess,
-) -> Result<(), BenchError> {
-    let probe = Command::PauseSession(SessionRef {
-        session_id: parse("s-fo-probe".to_owned()),
-    });
-    let operator = Actor::operator("ops-bench");
-    let deadline = Instant::now() + STANDBY_READY;
-    loop {
-        match client.send(&new_command_id(), &operator, &probe).await {
-            Ok(Reply::Accepted { .. } | Reply::Rejected { .. }) => return Ok(()),
-            Err(ClientError::NoWriter(_) | ClientError::Timeout(_))
-                if Instant::now() < deadline =>
-            {
-                if let Some(status) = standby.exited() {
-                    return Err(BenchError::Setup(format!(
-                        "the standby exited ({status}); {}",
-                        standby.log_tail()
-                    )));
-                }
-                tokio::time::sleep(PROBE_PAUSE).await;
-            }
-            Err(e) => {
-                return Err(BenchError::Setup(format!(
-                    "no writer took over: {e}; {}",
-                    standby.log_tail()
-                )))
-            }
-        }
-    }
 }
 
 /// A follower folds the rebuild phase's log (its cell, `events` long), then a takeover recovers

@@ -427,9 +427,18 @@ impl Publisher {
 }
 
 /// Waits until the writer answers a command (a pause of a session that does not exist: refused).
-pub(super) async fn wait_for_writer(
+async fn wait_for_writer(
     client: &CommandClient,
     writer: &mut WriterProcess,
+) -> Result<(), BenchError> {
+    probe_until_answered(client, writer, Duration::from_millis(50)).await
+}
+
+/// The same, probing every `pause` while no writer answers.
+pub(super) async fn probe_until_answered(
+    client: &CommandClient,
+    writer: &mut WriterProcess,
+    pause: Duration,
 ) -> Result<(), BenchError> {
     let probe = Command::PauseSession(SessionRef {
         session_id: parse("s-hb-probe".to_owned()),
@@ -448,7 +457,7 @@ pub(super) async fn wait_for_writer(
             Err(ClientError::NoWriter(_) | ClientError::Timeout(_))
                 if Instant::now() < deadline =>
             {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(pause).await;
             }
             Err(e) => {
                 return Err(BenchError::Setup(format!(
