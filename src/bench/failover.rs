@@ -4,9 +4,9 @@
 //! - [`measure`], once after the modes, on a `nats-server` of its own: two writers run as child
 //!   processes (`orchestrator serve --role writer`, default settings, each on a data directory of
 //!   its own). The active one is killed with SIGKILL (no lease release, no goodbye) at a random
-//!   moment of its renewal period, and a client sends a probe command (a pause of a session that
-//!   does not exist: refused, nothing appended) every few milliseconds until one is answered: the
-//!   time from the kill to that answer is the takeover. A new standby is then started and the next
+//!   moment of its renewal period ([`KILL_SPREAD`]), and a client sends a probe command (a pause
+//!   of a session that does not exist: refused, nothing appended) every few milliseconds until
+//!   one is answered: the time from the kill to that answer is the takeover. A new standby is then started and the next
 //!   round kills the new active writer. Commands flow before each kill, so the standby has a log
 //!   to follow.
 //! - [`warm_takeover`], in each mode, on the rebuild phase's N-event log: a [`Follower`] (what a
@@ -33,7 +33,7 @@ use super::{BenchError, Plan};
 use crate::client::CommandClient;
 use crate::domain::command::StartSession;
 use crate::domain::Command;
-use crate::log::{lease, Reader};
+use crate::log::Reader;
 use crate::nats_server::{Durability, NatsServer, NatsServerConfig};
 use crate::writer::recovery::recover_from;
 use crate::writer::standby::Follower;
@@ -51,6 +51,11 @@ const STANDBY_READY: Duration = Duration::from_secs(30);
 
 /// A pause after the standby is ready, so that it has folded the log before the kill.
 const SETTLE: Duration = Duration::from_secs(1);
+
+/// The kill comes at a random moment within this long after [`SETTLE`]: the renewal period of a
+/// lease TTL of 5 s (the default before 1 s), and a whole number of the default's (TTL/3), so that
+/// the kill is spread evenly over the active writer's renewal period with either.
+const KILL_SPREAD: Duration = Duration::from_millis(5_000 / 3);
 
 /// VMs registered before the first round.
 const VMS: u32 = 100;
@@ -169,8 +174,7 @@ async fn rounds(
         writers.push(start_writer(url, dir, round + 1).await?);
         start_sessions(&slow, &mut session, SESSIONS_PER_ROUND).await?;
         // A random moment of the renewal period, after the standby has folded the log.
-        let renew = lease::renew_every(ttl);
-        let jitter = renew.mul_f64((rng.next_u64() % 1_000) as f64 / 1_000.0);
+        let jitter = KILL_SPREAD.mul_f64((rng.next_u64() % 1_000) as f64 / 1_000.0);
         tokio::time::sleep(SETTLE + jitter).await;
         // The active writer is the older of the two: the new one only stands by.
         let active = writers.remove(0);
