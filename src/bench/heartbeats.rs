@@ -194,7 +194,7 @@ fn orchestrator_binary() -> Result<PathBuf, BenchError> {
 }
 
 /// The writer as a child process.
-struct WriterProcess {
+pub(super) struct WriterProcess {
     child: tokio::process::Child,
     log: PathBuf,
 }
@@ -202,7 +202,20 @@ struct WriterProcess {
 impl WriterProcess {
     /// `orchestrator serve --role writer` against `url`, its output to `<dir>/writer.log`.
     fn start(url: &str, cell: &CellId, dir: &Path) -> Result<Self, BenchError> {
-        let bin = orchestrator_binary()?;
+        Self::start_with(url, cell, dir, None)
+    }
+
+    /// The same, running `bin` instead of the orchestrator binary when given.
+    pub(super) fn start_with(
+        url: &str,
+        cell: &CellId,
+        dir: &Path,
+        bin: Option<std::ffi::OsString>,
+    ) -> Result<Self, BenchError> {
+        let bin = match bin {
+            Some(bin) => PathBuf::from(bin),
+            None => orchestrator_binary()?,
+        };
         let io = |source| BenchError::Io {
             path: dir.to_path_buf(),
             source,
@@ -234,14 +247,14 @@ impl WriterProcess {
         Ok(Self { child, log })
     }
 
-    fn pid(&self) -> Result<u32, BenchError> {
+    pub(super) fn pid(&self) -> Result<u32, BenchError> {
         self.child
             .id()
             .ok_or_else(|| BenchError::Setup(format!("the writer exited: {}", self.log_tail())))
     }
 
     /// Why it is no longer running, if it is not.
-    fn exited(&mut self) -> Option<String> {
+    pub(super) fn exited(&mut self) -> Option<String> {
         match self.child.try_wait() {
             Ok(Some(status)) => Some(status.to_string()),
             Ok(None) => None,
@@ -249,8 +262,13 @@ impl WriterProcess {
         }
     }
 
+    /// Whether its log has a line containing `text` yet.
+    pub(super) fn log_contains(&self, text: &str) -> bool {
+        std::fs::read_to_string(&self.log).is_ok_and(|log| log.contains(text))
+    }
+
     /// The end of its log, for an error message.
-    fn log_tail(&self) -> String {
+    pub(super) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let tail = lines[lines.len().saturating_sub(10)..].join("\n");
@@ -258,7 +276,7 @@ impl WriterProcess {
     }
 
     /// SIGTERM, then SIGKILL if it has not exited within 10 s.
-    async fn stop(mut self) {
+    pub(super) async fn stop(mut self) {
         if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
@@ -413,6 +431,15 @@ async fn wait_for_writer(
     client: &CommandClient,
     writer: &mut WriterProcess,
 ) -> Result<(), BenchError> {
+    probe_until_answered(client, writer, Duration::from_millis(50)).await
+}
+
+/// The same, probing every `pause` while no writer answers.
+pub(super) async fn probe_until_answered(
+    client: &CommandClient,
+    writer: &mut WriterProcess,
+    pause: Duration,
+) -> Result<(), BenchError> {
     let probe = Command::PauseSession(SessionRef {
         session_id: parse("s-hb-probe".to_owned()),
     });
@@ -430,7 +457,7 @@ async fn wait_for_writer(
             Err(ClientError::NoWriter(_) | ClientError::Timeout(_))
                 if Instant::now() < deadline =>
             {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(pause).await;
             }
             Err(e) => {
                 return Err(BenchError::Setup(format!(

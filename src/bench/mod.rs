@@ -14,10 +14,13 @@
 //!
 //! and once, before any server starts, [`memory`]: the writer's resident memory per live session;
 //! and once, after the modes, on a server of its own, [`heartbeats`]: how long the writer (a child
-//! process) takes to notice a lost VM while N VMs send heartbeats, and the CPU they cost it.
+//! process) takes to notice a lost VM while N VMs send heartbeats, and the CPU they cost it;
+//! and [`failover`]: how soon a standby writer serves after the active one is killed (kill -9),
+//! and, in each mode, a standby's warm takeover of the rebuild's log.
 //! [`report`] holds the figures, checks the targets, and renders the one table; [`workload`]
 //! generates the realistic events and ids; [`stats`] the percentiles.
 
+pub mod failover;
 pub mod heartbeats;
 pub mod http;
 pub mod memory;
@@ -77,6 +80,10 @@ pub struct BenchArgs {
     /// Their heartbeat interval, e.g. `5s` (100ms to 10m) [default: 5s, or 1s with --quick].
     #[arg(long, value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Option<Duration>,
+    /// Rounds of the failover phase (kill -9 of the active writer, a child process; its own
+    /// server); 0 skips the phase [default: 10, or 3 with --quick].
+    #[arg(long)]
+    pub failover_rounds: Option<u32>,
 }
 
 impl Default for BenchArgs {
@@ -92,6 +99,7 @@ impl Default for BenchArgs {
             work_dir: None,
             heartbeat_vms: None,
             heartbeat_interval: None,
+            failover_rounds: None,
         }
     }
 }
@@ -156,6 +164,8 @@ pub struct Plan {
     pub heartbeat_vms: u32,
     /// Their heartbeat interval.
     pub heartbeat_interval: Duration,
+    /// Rounds of the failover phase (0: skipped).
+    pub failover_rounds: u32,
 }
 
 impl Plan {
@@ -213,6 +223,7 @@ impl Plan {
             memory_sessions: 100_000,
             heartbeat_vms,
             heartbeat_interval,
+            failover_rounds: args.failover_rounds.unwrap_or(if quick { 3 } else { 10 }),
         })
     }
 }
@@ -277,6 +288,7 @@ async fn run_mode(
         let version = crate::log::ServerVersion::of(&client)?;
         let (rebuild, cold_start) =
             rebuild::measure(&client, plan, durability, version, &dir.join("rebuild")).await?;
+        let warm_takeover = failover::warm_takeover(&client, rebuild.events).await?;
         let _ = client.drain().await;
         Ok(ModeFigures {
             raw,
@@ -285,6 +297,7 @@ async fn run_mode(
             http,
             rebuild,
             cold_start,
+            warm_takeover,
         })
     }
     .await;
@@ -368,6 +381,20 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
         None
     };
 
+    let failover = if plan.failover_rounds > 0 {
+        tracing::info!(
+            rounds = plan.failover_rounds,
+            "failover: kill -9 of the active writer"
+        );
+        let dir = work.path().join("failover");
+        let figures = failover::measure(&bin, &plan, &dir).await?;
+        let _ = std::fs::remove_dir_all(&dir);
+        load.push(format!("after failover {}", load_average()));
+        Some(figures)
+    } else {
+        None
+    };
+
     let targets = report::evaluate(memory.as_ref(), &modes, heartbeats.as_ref());
     let report = BenchReport {
         machine: machine(),
@@ -419,6 +446,7 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
         memory,
         modes,
         heartbeats,
+        failover,
         targets,
     };
     println!("{}", report.render());

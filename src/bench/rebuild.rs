@@ -19,6 +19,9 @@ use crate::nats_server::Durability;
 use crate::projections::{projector, Projections};
 use crate::writer::recovery::{recover, save_snapshot, snapshot_path};
 
+/// The cell whose stream is filled.
+pub const FILL_CELL: &str = "fill";
+
 /// Messages built and published per chunk while the stream is filled.
 const FILL_CHUNK: u64 = 50_000;
 
@@ -72,7 +75,7 @@ pub async fn measure(
     dir: &Path,
 ) -> Result<(RebuildFigures, ColdStartFigures), BenchError> {
     let js = jetstream::new(client.clone());
-    let cell = CellId::parse("fill").map_err(|e| BenchError::Setup(e.to_string()))?;
+    let cell = CellId::parse(FILL_CELL).map_err(|e| BenchError::Setup(e.to_string()))?;
     let batches = durability == Durability::SyncAlways && version.at_least(2, 12);
     let mut config = LogConfig::new(cell.clone()).stream_config();
     config.allow_atomic_publish = batches;

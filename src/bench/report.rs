@@ -30,6 +30,8 @@ pub struct BenchReport {
     pub modes: Vec<ModeReport>,
     /// The heartbeat phase (its own server, default fsync), unless skipped.
     pub heartbeats: Option<HeartbeatFigures>,
+    /// The failover phase (its own server, default fsync), unless skipped.
+    pub failover: Option<super::failover::FailoverFigures>,
     /// Each target, met or missed.
     pub targets: Vec<TargetResult>,
 }
@@ -100,6 +102,8 @@ pub struct ModeFigures {
     pub rebuild: RebuildFigures,
     /// The writer's cold start.
     pub cold_start: ColdStartFigures,
+    /// A standby's warm takeover of the same log.
+    pub warm_takeover: super::failover::WarmTakeoverFigures,
 }
 
 /// A target and whether this run met it.
@@ -719,6 +723,7 @@ impl BenchReport {
                     "-",
                 ],
             );
+            super::failover::render_warm(&mut t, mode, &f.warm_takeover);
             if let Some(mem) = &self.memory {
                 let figures = [
                     (
@@ -757,6 +762,10 @@ impl BenchReport {
         if let Some(h) = &self.heartbeats {
             let _ = writeln!(t);
             render_heartbeats(&mut t, h);
+        }
+        if let Some(f) = &self.failover {
+            let _ = writeln!(t);
+            super::failover::render(&mut t, f);
         }
         let _ = writeln!(t);
         let _ = writeln!(t, "targets:");

@@ -77,7 +77,9 @@ pub struct ServeArgs {
     /// writer of a cell must use the same value.
     #[arg(long, env = "ORCH_MAX_REMEMBERED_COMMANDS", default_value_t = DomainConfig::default().max_remembered_commands)]
     pub max_remembered_commands: u64,
-    /// The writer lease's time to live: a standby takes over within about this long.
+    /// The writer lease's time to live: a standby takes over 2/3 to 1.1 of it after the active
+    /// writer died; an active writer that cannot renew it for this long (a pause, a partition)
+    /// loses it, which is safe but costs a failover.
     #[arg(long, env = "ORCH_LEASE_TTL", default_value_t = DEFAULT_LEASE_TTL.into())]
     pub lease_ttl: humantime::Duration,
     /// Group commit: the appends decided while one is in flight leave as one atomic batch with one

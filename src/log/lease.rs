@@ -5,10 +5,29 @@
 //! candidates can never both win. A candidate takes the lease when the key is absent, released
 //! (`expires_at_ms == 0`), expired by the wall clock, or unchanged for a whole TTL on its own
 //! monotonic clock (which protects against a candidate whose wall clock lags). The holder renews
-//! every TTL/3; a renewal whose revision no longer matches means someone else took over:
-//! [`LeaseError::Lost`]. A holder that cannot renew before its local deadline (last successful
-//! renewal's send time + TTL) also counts the lease as lost. A stale writer that missed all this is
-//! still fenced by the expected-sequence check on appends.
+//! every [`renew_every`] (TTL/3); a renewal whose revision no longer matches means someone else
+//! took over: [`LeaseError::Lost`]. A holder that cannot renew before its local deadline (last
+//! successful renewal's send time + TTL) also counts the lease as lost. A stale writer that missed
+//! all this is still fenced by the expected-sequence check on appends: the lease only limits how
+//! long two writers overlap, it is not what keeps the log consistent.
+//!
+//! # Timing
+//!
+//! A standby looks at the key every [`poll_every`] (TTL/10). After the holder dies (without
+//! releasing: `kill -9`, a lost machine) the lease expires TTL after its last renewal, which came
+//! TTL/3 at most before the death, so a standby takes it between 2/3 TTL and TTL + TTL/10 after the
+//! death: 0.67 to 1.1 s at the default TTL of 1 s ([`DEFAULT_LEASE_TTL`]). A holder that releases
+//! (a graceful stop) hands over within one poll.
+//!
+//! The price of a short TTL: a holder that cannot renew for a whole TTL (the process paused or
+//! starved of CPU for about 2/3 TTL across a renewal, the KV write slowed by a struggling server,
+//! a partition from NATS) loses the lease. That is safe (it stops deciding, and anything it still
+//! appends is refused by the expected-sequence check) but costs a failover: the commands in flight
+//! are answered `unavailable` and retried against the new writer. The wall-clock rule also
+//! assumes the hosts' clocks agree to well within TTL - TTL/3 (0.67 s at the default): a standby
+//! whose clock runs further ahead takes a live lease once (safe, one needless failover; the old
+//! holder, now behind, does not take it back by the wall clock). Raise `--lease-ttl` where pauses or
+//! clock skew of that order are expected; the takeover time grows with it.
 //!
 //! async-nats' `create_key_value` fails against 2.9 servers, so [`ensure_lease_bucket`] creates the
 //! bucket's stream by hand (the layout KV clients expect) and opens it with `get_key_value`.
@@ -36,8 +55,21 @@ pub use handle::LeaseHandle;
 /// The KV bucket holding the writer leases of every cell.
 pub const DEFAULT_LEASE_BUCKET: &str = "orch_leases";
 
-/// How long a lease lasts without renewal: a standby takes over within a few seconds.
-pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);
+/// How long a lease lasts without renewal: a standby takes over 0.67 to 1.1 s after the holder
+/// died (see the module's [timing](self#timing)).
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(1);
+
+/// How often a holder renews a lease of `ttl`: every third of it, so that a renewal that fails
+/// is retried (every TTL/10) for two thirds of a TTL before the lease is lost.
+pub fn renew_every(ttl: Duration) -> Duration {
+    ttl / 3
+}
+
+/// How often a standby looks at a lease of `ttl` (at least every 10 ms): every tenth of it, which
+/// adds at most a tenth to the takeover.
+pub fn poll_every(ttl: Duration) -> Duration {
+    (ttl / 10).max(Duration::from_millis(10))
+}
 
 /// Creates the lease bucket's stream if needed (checking an existing one like
 /// [`crate::log::ensure_stream`] does) and opens the bucket.
@@ -101,7 +133,7 @@ fn ttl_ms(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// A held writer lease. Renew it at least every TTL/3 ([`Lease::keep_alive`] does), or it lapses.
+/// A held writer lease. Renew it every [`renew_every`] ([`Lease::keep_alive`] does), or it lapses.
 #[derive(Debug)]
 pub struct Lease {
     kv: Store,
@@ -126,7 +158,7 @@ impl Lease {
         attempt(kv, &lease_key(cell), holder, ttl, &mut None).await
     }
 
-    /// Waits until `holder` gets `cell`'s lease, polling every TTL/5. A lease that stays unchanged
+    /// Waits until `holder` gets `cell`'s lease, polling every [`poll_every`]. A lease that stays unchanged
     /// for a whole TTL (on this process's clock) counts as expired even if the wall clock says
     /// otherwise. Fails with [`LeaseError::Cancelled`] when `cancel` fires first.
     pub async fn acquire(
@@ -137,7 +169,7 @@ impl Lease {
         cancel: &CancellationToken,
     ) -> Result<Lease, LeaseError> {
         let key = lease_key(cell);
-        let poll = (ttl / 5).max(Duration::from_millis(20));
+        let poll = poll_every(ttl);
         let mut observed = None;
         loop {
             match attempt(kv, &key, holder, ttl, &mut observed).await {
@@ -211,7 +243,7 @@ impl Lease {
         }
     }
 
-    /// Hands the lease to a background task that renews it every TTL/3 and fires
+    /// Hands the lease to a background task that renews it every [`renew_every`] and fires
     /// [`LeaseHandle::lost`] when it is lost.
     pub fn keep_alive(self) -> LeaseHandle {
         LeaseHandle::spawn(self)
@@ -331,5 +363,28 @@ async fn attempt(
             Err(LeaseError::Unavailable(err.to_string()))
         }
         Err(err) => Err(LeaseError::Jetstream(err.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The takeover window the module's docs state: from TTL - renewal period to TTL + one poll
+    /// after the holder's death, 0.67 to 1.1 s at the default TTL.
+    #[test]
+    fn default_timing_gives_a_takeover_within_about_a_second() {
+        let ttl = DEFAULT_LEASE_TTL;
+        assert_eq!(ttl, Duration::from_secs(1));
+        assert_eq!(renew_every(ttl), Duration::from_nanos(333_333_333));
+        assert_eq!(poll_every(ttl), Duration::from_millis(100));
+        let earliest = ttl - renew_every(ttl);
+        let latest = ttl + poll_every(ttl);
+        assert_eq!(earliest.as_millis(), 666);
+        assert_eq!(latest.as_millis(), 1_100);
+        assert_eq!(
+            poll_every(Duration::from_millis(50)),
+            Duration::from_millis(10)
+        );
     }
 }

@@ -2,9 +2,13 @@
 //!
 //! - [`protocol`]: requests and replies on `orch.<cell>.cmd.<name>`.
 //! - [`recovery`]: the state from a snapshot plus the tail of the log.
+//! - [`standby`]: a standby's own state, folded as the log grows.
 //! - [`pipeline`]: decide and append with many appends in flight.
 //!
-//! A writer first takes the cell's lease (a standby waits here), recovers its state, then subscribes
+//! A writer first takes the cell's lease. A standby waits here, following the log into a state of
+//! its own (from the snapshot on its data directory, if one is there), so that on taking the lease
+//! it only reads the tail it has not folded yet: with the default lease TTL (1 s) it serves about
+//! 1 s after the active writer died. It then subscribes
 //! to the command subjects. Each command is decided against the state including the appends still in
 //! flight, and appended with `Nats-Expected-Last-Sequence` = the sequence before it and
 //! `Nats-Msg-Id` = its event id. Replies leave in command order, once every earlier append is
@@ -17,6 +21,7 @@
 pub mod pipeline;
 pub mod protocol;
 pub mod recovery;
+pub mod standby;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -56,7 +61,9 @@ pub struct WriterConfig {
     /// pipelined one by one. Worth it when the server fsyncs every message (`sync_interval:
     /// always`); otherwise a batch (which the server fsyncs) costs more than pipelined appends.
     pub group_commit: bool,
-    /// The lease's time to live: a standby takes over within about this long.
+    /// The lease's time to live: a standby takes over within about this long after the active
+    /// writer died; an active writer that cannot renew it for this long (a pause, a partition)
+    /// loses it (see [`log::lease`]).
     pub lease_ttl: Duration,
     /// How long the writer waits for an append's ack before it recovers from the log (a lost
     /// connection that comes back sooner ends the wait at once).
@@ -118,6 +125,7 @@ pub async fn run(
     let cell = config.log.cell.clone();
     loop {
         tracing::info!(cell = %cell, holder = %config.holder_id, "standby: waiting for the writer lease");
+        let follower = standby::Follower::spawn(js.clone(), &config);
         let lease =
             match log::Lease::acquire(&kv, &cell, &config.holder_id, config.lease_ttl, &shutdown)
                 .await
@@ -129,7 +137,9 @@ pub async fn run(
         tracing::info!(cell = %cell, holder = %config.holder_id, "active: holding the writer lease");
         config.metrics.lease_taken();
         let handle = lease.keep_alive();
-        let term = pipeline::lead(&client, &js, &config, handle.lost(), shutdown.clone()).await;
+        let warm = follower.take().await;
+        let term =
+            pipeline::lead(&client, &js, &config, warm, handle.lost(), shutdown.clone()).await;
         if let Err(e) = handle.release().await {
             tracing::warn!(error = %e, "releasing the writer lease");
         }

@@ -32,7 +32,7 @@ mod snapshot;
 
 use requests::{OpenBatches, To};
 
-use super::recovery::{self, snapshot_path, LastEvent};
+use super::recovery::{self, snapshot_path, Folded, LastEvent};
 use super::{WriterConfig, WriterError};
 use crate::domain::timers::Heartbeats;
 use crate::domain::State;
@@ -104,6 +104,8 @@ struct Pipeline<'a> {
     /// The sequence at which the queue was last found with nothing to place: it is looked at again
     /// once the state moves.
     queue_idle_at: Option<u64>,
+    /// The state a standby folded while it waited, until the first recovery starts from it.
+    warm: Option<Folded>,
 }
 
 const RECENT: usize = 1024;
@@ -144,11 +146,13 @@ enum Resync {
 }
 
 /// Serves as the cell's active writer until `lost` or `shutdown` fires, or it cannot make
-/// progress.
+/// progress. `warm`: the state this writer folded as a standby, which its recovery starts from
+/// (`None`: from the snapshot and the log).
 pub async fn lead(
     client: &async_nats::Client,
     js: &async_nats::jetstream::Context,
     config: &WriterConfig,
+    warm: Option<Folded>,
     lost: CancellationToken,
     shutdown: CancellationToken,
 ) -> Result<Term, WriterError> {
@@ -176,6 +180,7 @@ pub async fn lead(
         saving: None,
         heartbeats: Heartbeats::new(crate::clock::now_ms()),
         queue_idle_at: None,
+        warm,
     };
     let stopped = |shutdown: &CancellationToken| {
         if shutdown.is_cancelled() {
@@ -358,17 +363,24 @@ fn head_ack(
 }
 
 impl Pipeline<'_> {
-    /// Recovers the state from the snapshot and the log, retrying with a backoff; stuck after
-    /// [`MAX_RECOVERY_ATTEMPTS`] failed attempts in a row (a missing stream, say).
+    /// Recovers the state from the standby's state (the first time) or the snapshot, and the log,
+    /// retrying with a backoff; stuck after [`MAX_RECOVERY_ATTEMPTS`] failed attempts in a row (a
+    /// missing stream, say).
     async fn resync(&mut self, lost: &CancellationToken, shutdown: &CancellationToken) -> Resync {
         let mut backoff = Duration::from_millis(100);
         for attempt in 1.. {
-            match recovery::recover(&self.reader, &self.config.domain, self.snapshot.as_deref())
-                .await
+            match recovery::recover_from(
+                &self.reader,
+                &self.config.domain,
+                self.snapshot.as_deref(),
+                &mut self.warm,
+            )
+            .await
             {
                 Ok((state, last_event, rec)) => {
                     tracing::info!(
                         seq = state.last_seq,
+                        warm_seq = rec.warm_seq,
                         snapshot_seq = rec.snapshot_seq,
                         replayed = rec.replayed,
                         elapsed_ms = rec.elapsed.as_millis() as u64,

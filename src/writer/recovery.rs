@@ -1,11 +1,15 @@
 //! Recovering the writer's state: a local snapshot plus the tail of the log.
 //!
 //! A snapshot is the postcard encoding of the whole decision [`State`], followed by the SHA-256 of
-//! those bytes, written to a temporary file, fsynced, and renamed over the previous one. It holds
-//! confirmed state only (every event in it was acknowledged by the server). It is used only if its
-//! checksum holds, it is of the same cell, and the log still holds its last event with the same
-//! event id at the same sequence and reaches at least its position; otherwise the writer replays the
-//! whole log. A snapshot is an optimisation: deleting it loses nothing.
+//! those bytes, written to a temporary file of its own, fsynced, and renamed over the previous one
+//! (the directory fsynced after). It holds confirmed state only (every event in it was acknowledged
+//! by the server). It is used only if its checksum holds, it is of the same cell, and the log still
+//! holds its last event with the same event id at the same sequence and reaches at least its
+//! position; otherwise the writer replays the whole log. A snapshot is an optimisation: deleting it
+//! loses nothing.
+//!
+//! A standby that followed the log hands its state over instead ([`recover_from`]): checked against
+//! the log the same way, then only the tail it has not folded yet is read.
 //!
 //! Messages that are not events (foreign, quarantined: see [`crate::log::entry`]) only move the
 //! state's position ([`fold`]).
@@ -70,6 +74,8 @@ pub fn fold(state: &mut State, entry: &Entry) {
 pub struct Recovered {
     /// The sequence of the snapshot used, if one was.
     pub snapshot_seq: Option<u64>,
+    /// The position of the standby's state it started from, if it did.
+    pub warm_seq: Option<u64>,
     /// Events replayed from the log after it.
     pub replayed: u64,
     /// How long it took.
@@ -108,17 +114,32 @@ fn encode_snapshot(snap: &SnapshotRef<'_>) -> Vec<u8> {
     bytes
 }
 
+/// Writes `bytes` to a new temporary file beside `path` (a name of its own, so that two writers
+/// sharing a data directory never write the same one), fsyncs it, renames it over `path`, and
+/// fsyncs the directory so that the rename itself survives a crash of the machine. A crash at any
+/// point leaves either the previous snapshot or the new one, whole; a torn file could only be the
+/// temporary one (left behind, never read), and a snapshot that is torn anyway fails its checksum
+/// and is ignored.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("snapshot.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir)?;
+    let prefix = format!(
+        ".{}.",
+        path.file_name()
+            .map_or_else(|| "snapshot".into(), |n| n.to_string_lossy().into_owned())
+    );
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// The position (last sequence) of the valid snapshot at `path`, if there is one.
@@ -150,37 +171,31 @@ fn load_snapshot(path: &Path, cell: &CellId) -> Option<Snapshot> {
     }
 }
 
-/// Recovers the state of `reader`'s cell: from the snapshot at `path` when it is valid against the
-/// log, then every later message. Returns the state, its last event and how it went.
-pub async fn recover(
-    reader: &Reader,
-    config: &DomainConfig,
-    path: Option<&Path>,
-) -> Result<(State, Option<LastEvent>, Recovered), LogError> {
-    let started = Instant::now();
-    let mut state = State::new(config.clone());
-    let mut last_event = None;
-    let mut snapshot_seq = None;
-    if let Some(snap) = path.and_then(|p| load_snapshot(p, reader.cell())) {
-        let seq = snap.state.last_seq;
-        if snapshot_matches(reader, &snap).await? && snap.state.config == *config {
-            state = snap.state;
-            last_event = Some(snap.last_event);
-            snapshot_seq = Some(seq);
-        } else {
-            tracing::warn!(
-                seq,
-                "snapshot does not match the log or the config, replaying from the start"
-            );
+/// A state folded from the log up to its position, with its last event: where a recovery starts
+/// (a snapshot, or the state a standby kept while it followed the log).
+#[derive(Debug, Clone)]
+pub struct Folded {
+    /// The state.
+    pub state: State,
+    /// Its last event (`None`: no event folded yet).
+    pub last_event: Option<LastEvent>,
+}
+
+impl Folded {
+    /// The empty state: nothing folded.
+    pub fn empty(config: &DomainConfig) -> Self {
+        Self {
+            state: State::new(config.clone()),
+            last_event: None,
         }
     }
-    let (_, mut entries) = reader.entries_to_end(state.last_seq + 1).await?;
-    let mut replayed = 0u64;
-    while let Some(entry) = entries.next().await {
-        let entry = entry?;
-        match &entry {
+
+    /// Folds one message of the log (see [`fold`]), remembering the last event and logging a
+    /// skipped message.
+    pub fn fold(&mut self, entry: &Entry) {
+        match entry {
             Entry::Event(ev) => {
-                last_event = Some(LastEvent {
+                self.last_event = Some(LastEvent {
                     seq: ev.seq,
                     event_id: ev.envelope.event_id.clone(),
                 })
@@ -189,31 +204,209 @@ pub async fn recover(
                 seq = s.seq,
                 subject = %s.subject,
                 why = %s.why.describe(),
-                "writer recovery: message skipped"
+                "writer state: message skipped"
             ),
         }
-        fold(&mut state, &entry);
+        fold(&mut self.state, entry);
+    }
+}
+
+/// Where a recovery of `reader`'s cell starts: the snapshot at `path` when it is valid against the
+/// log (and of the same domain config), else the empty state. Also the snapshot's position, if one
+/// was used.
+pub async fn starting_point(
+    reader: &Reader,
+    config: &DomainConfig,
+    path: Option<&Path>,
+) -> Result<(Folded, Option<u64>), LogError> {
+    let loaded = match path {
+        Some(path) => {
+            let (path, cell) = (path.to_owned(), reader.cell().clone());
+            // Reading and decoding a large snapshot takes a while: off the runtime's threads.
+            tokio::task::spawn_blocking(move || load_snapshot(&path, &cell))
+                .await
+                .map_err(|e| LogError::Jetstream(format!("loading the snapshot: {e}")))?
+        }
+        None => None,
+    };
+    if let Some(snap) = loaded {
+        let seq = snap.state.last_seq;
+        let folded = Folded {
+            state: snap.state,
+            last_event: Some(snap.last_event),
+        };
+        if folded.state.config == *config && matches_log(reader, &folded).await? {
+            return Ok((folded, Some(seq)));
+        }
+        tracing::warn!(
+            seq,
+            "snapshot does not match the log or the config, replaying from the start"
+        );
+    }
+    Ok((Folded::empty(config), None))
+}
+
+/// Folds every message after `folded`'s position up to the log's last sequence when called, and
+/// returns how many. On an error `folded` holds what was folded so far: still a prefix of the log.
+pub async fn catch_up(reader: &Reader, folded: &mut Folded) -> Result<u64, LogError> {
+    let (_, mut entries) = reader.entries_to_end(folded.state.last_seq + 1).await?;
+    let mut replayed = 0u64;
+    while let Some(entry) = entries.next().await {
+        folded.fold(&entry?);
         replayed += 1;
     }
+    Ok(replayed)
+}
+
+/// Recovers the state of `reader`'s cell: from the snapshot at `path` when it is valid against the
+/// log, then every later message. Returns the state, its last event and how it went.
+pub async fn recover(
+    reader: &Reader,
+    config: &DomainConfig,
+    path: Option<&Path>,
+) -> Result<(State, Option<LastEvent>, Recovered), LogError> {
+    recover_from(reader, config, path, &mut None).await
+}
+
+/// Like [`recover`], but from `warm` when there is one and the log still holds its last event at
+/// its sequence (a standby's state, folded as the log grew: see [`super::standby`]): then only the
+/// tail it has not folded yet is read, and the snapshot is not. `warm` is taken once the recovery
+/// succeeds; after an error it holds what was folded so far, for the next attempt.
+pub async fn recover_from(
+    reader: &Reader,
+    config: &DomainConfig,
+    path: Option<&Path>,
+    warm: &mut Option<Folded>,
+) -> Result<(State, Option<LastEvent>, Recovered), LogError> {
+    let started = Instant::now();
+    if let Some(folded) = warm.as_mut() {
+        let seq = folded.state.last_seq;
+        if folded.state.config == *config && matches_log(reader, folded).await? {
+            let replayed = catch_up(reader, folded).await?;
+            // Checked just above: `warm` holds a state.
+            let folded = warm.take().expect("a warm state");
+            return Ok((
+                folded.state,
+                folded.last_event,
+                Recovered {
+                    snapshot_seq: None,
+                    warm_seq: Some(seq),
+                    replayed,
+                    elapsed: started.elapsed(),
+                },
+            ));
+        }
+        tracing::warn!(
+            seq,
+            "the standby's state does not match the log: recovering without it"
+        );
+        *warm = None;
+    }
+    let (mut folded, snapshot_seq) = starting_point(reader, config, path).await?;
+    let replayed = catch_up(reader, &mut folded).await?;
     Ok((
-        state,
-        last_event,
+        folded.state,
+        folded.last_event,
         Recovered {
             snapshot_seq,
+            warm_seq: None,
             replayed,
             elapsed: started.elapsed(),
         },
     ))
 }
 
-/// Whether the log still holds the snapshot's last event at its sequence and reaches its position.
-async fn snapshot_matches(reader: &Reader, snap: &Snapshot) -> Result<bool, LogError> {
-    if snap.state.last_seq == 0 || reader.last_seq().await? < snap.state.last_seq {
+/// Whether the log still holds `folded`'s last event at its sequence and reaches its position
+/// (a stream deleted and created again under the same name does not). The empty state always
+/// matches; a state with no event but a position (only skipped messages) never does.
+async fn matches_log(reader: &Reader, folded: &Folded) -> Result<bool, LogError> {
+    let last_seq = folded.state.last_seq;
+    if last_seq == 0 {
+        return Ok(true);
+    }
+    let Some(last_event) = &folded.last_event else {
+        return Ok(false);
+    };
+    if reader.last_seq().await? < last_seq {
         return Ok(false);
     }
-    match reader.get(snap.last_event.seq).await {
-        Ok(Some(m)) => Ok(m.event.envelope.event_id == snap.last_event.event_id),
+    match reader.get(last_event.seq).await {
+        Ok(Some(m)) => Ok(m.event.envelope.event_id == last_event.event_id),
         Ok(None) | Err(LogError::Decode { .. } | LogError::NotAnEvent { .. }) => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saved(dir: &Path) -> (PathBuf, CellId, State) {
+        let cell = CellId::default_cell();
+        let path = snapshot_path(dir, &cell);
+        let mut state = State::new(DomainConfig::default());
+        state.last_seq = 42;
+        let last_event = LastEvent {
+            seq: 42,
+            event_id: "e-42".into(),
+        };
+        save_snapshot(&path, &cell, &last_event, &state).unwrap();
+        (path, cell, state)
+    }
+
+    #[test]
+    fn a_snapshot_is_written_whole_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, cell, state) = saved(dir.path());
+        let snap = load_snapshot(&path, &cell).expect("a whole snapshot loads");
+        assert_eq!(snap.state, state);
+        assert_eq!(snap.last_event.seq, 42);
+        let files: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(files, vec![path.file_name().unwrap().to_owned()]);
+        // Saved again over it: still one file, the new one.
+        save_snapshot(
+            &path,
+            &cell,
+            &LastEvent {
+                seq: 43,
+                event_id: "e-43".into(),
+            },
+            &state,
+        )
+        .unwrap();
+        assert_eq!(load_snapshot(&path, &cell).unwrap().last_event.seq, 43);
+        assert_eq!(
+            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_torn_or_corrupt_snapshot_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, cell, _) = saved(dir.path());
+        let whole = std::fs::read(&path).unwrap();
+        for cut in [0, 1, 31, whole.len() / 2, whole.len() - 1] {
+            std::fs::write(&path, &whole[..cut]).unwrap();
+            assert!(load_snapshot(&path, &cell).is_none(), "cut at {cut}");
+        }
+        for at in [0, whole.len() / 2, whole.len() - 1] {
+            let mut bad = whole.clone();
+            bad[at] ^= 0x01;
+            std::fs::write(&path, &bad).unwrap();
+            assert!(load_snapshot(&path, &cell).is_none(), "byte {at} flipped");
+        }
+        // A temporary file left by a crash is never read.
+        std::fs::write(&path, &whole).unwrap();
+        std::fs::write(
+            path.with_file_name(".default.snapshot.crashed.tmp"),
+            &whole[..10],
+        )
+        .unwrap();
+        assert!(load_snapshot(&path, &cell).is_some());
+        assert!(load_snapshot(&path, &CellId::parse("other").unwrap()).is_none());
     }
 }

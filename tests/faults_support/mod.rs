@@ -220,19 +220,28 @@ pub fn replay(events: &[StoredEvent]) -> Replayed {
 /// Asks `writer_state` once and collects every answer for a while: the holders of the writers
 /// that serve as the active one.
 pub async fn active_writers(client: &async_nats::Client) -> Vec<String> {
+    writer_states(client)
+        .await
+        .into_iter()
+        .map(|report| report.holder)
+        .collect()
+}
+
+/// Asks `writer_state` once and collects every answer for a while: the reports of the writers that
+/// serve as the active one.
+pub async fn writer_states(client: &async_nats::Client) -> Vec<WriterStateReport> {
     let inbox = client.new_inbox();
     let mut sub = client.subscribe(inbox.clone()).await.unwrap();
     client
         .publish_with_reply(admin::writer_subject(&cell()), inbox, Default::default())
         .await
         .unwrap();
-    let mut holders = Vec::new();
+    let mut reports = Vec::new();
     let until = tokio::time::Instant::now() + Duration::from_millis(400);
     while let Ok(Some(msg)) = tokio::time::timeout_at(until, sub.next()).await {
-        let report: WriterStateReport = serde_json::from_slice(&msg.payload).unwrap();
-        holders.push(report.holder);
+        reports.push(serde_json::from_slice(&msg.payload).unwrap());
     }
-    holders
+    reports
 }
 
 /// Who the KV lease names as the cell's writer (`None`: absent or released).

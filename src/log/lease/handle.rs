@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::Lease;
 use crate::log::LeaseError;
 
-/// A lease renewed every TTL/3 by a background task.
+/// A lease renewed every [`renew_every`](super::renew_every) (TTL/3) by a background task.
 ///
 /// The writer decides only while [`LeaseHandle::lost`] has not fired. Dropping the handle stops the
 /// renewals (the lease then lapses after its TTL); [`LeaseHandle::release`] stops them and hands
@@ -82,7 +82,7 @@ async fn renew_until_stopped(
     lost: CancellationToken,
     stop: CancellationToken,
 ) -> Option<Lease> {
-    let every = lease.ttl / 3;
+    let every = super::renew_every(lease.ttl);
     let retry = (lease.ttl / 10).max(Duration::from_millis(10));
     let mut next = Instant::now() + every;
     loop {
