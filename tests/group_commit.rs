@@ -284,3 +284,45 @@ async fn a_stream_from_before_atomic_batches_is_upgraded() {
         2
     );
 }
+
+/// Not a test: prints what one atomic batch costs by its size, one at a time, on the server under
+/// test (docs/performance.md, "Group commit"). Run with
+/// `cargo test --release --test group_commit -- --ignored --nocapture batch_latency`.
+#[tokio::test]
+#[ignore = "a measurement, run by hand"]
+async fn batch_latency() {
+    let Some(server) = server_with_batches().await else {
+        return;
+    };
+    let js = server.jetstream().await;
+    log::ensure_stream(&js, &LogConfig::new(cell()))
+        .await
+        .unwrap();
+    let appender = Appender::new(js.clone(), cell());
+    let mut last = 0u64;
+    let mut n = 0usize;
+    const ROUNDS: u32 = 20;
+    for size in [1usize, 2, 16, 256] {
+        let started = std::time::Instant::now();
+        for _ in 0..ROUNDS {
+            let ids: Vec<String> = (0..size)
+                .map(|_| {
+                    n += 1;
+                    format!("b{n}")
+                })
+                .collect();
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let mut batch = prepared(&appender, &ids);
+            let pending = if size == 1 {
+                appender.send_prepared(batch.remove(0), last, None).await
+            } else {
+                appender.send_batch(batch, last).await
+            };
+            last = pending.unwrap().await.unwrap().seq;
+        }
+        println!(
+            "batch of {size}: {:?} per batch",
+            started.elapsed() / ROUNDS
+        );
+    }
+}

@@ -372,6 +372,13 @@ async fn a_standby_finishes_a_reaping_its_predecessor_died_in() {
         server,
     };
     c.wait_for_writer().await;
+    // Watching from before the registration: on a busy machine the VM's deadline can pass while
+    // its sessions are still being registered.
+    let mut appended = c
+        .client
+        .subscribe("orch.default.evt.session.>")
+        .await
+        .unwrap();
     register_with_sessions(&c, "vm-1", SESSIONS).await;
     // The standby waits for the lease.
     let client_b = c.server.client().await;
@@ -379,11 +386,6 @@ async fn a_standby_finishes_a_reaping_its_predecessor_died_in() {
     tokio::spawn(writer::run(client_b, config(), stop_b.clone()));
 
     // No heartbeat ever comes: once the reaping has begun, the active writer dies mid-way.
-    let mut appended = c
-        .client
-        .subscribe("orch.default.evt.session.>")
-        .await
-        .unwrap();
     first_appended(&mut appended, |e| matches!(e, Event::SessionEnded { .. }))
         .await
         .expect("the reaping begins");
