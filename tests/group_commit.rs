@@ -212,6 +212,18 @@ async fn server_with_batches() -> Option<TestServer> {
     Some(TestServer::start_default().await)
 }
 
+/// A server with atomic batches and the cell's stream set up on it, with an appender to it; `None`
+/// (the test is skipped) on a server without them.
+async fn log_with_batches() -> Option<(TestServer, async_nats::jetstream::Context, Appender)> {
+    let server = server_with_batches().await?;
+    let js = server.jetstream().await;
+    log::ensure_stream(&js, &LogConfig::new(cell()))
+        .await
+        .unwrap();
+    let appender = Appender::new(js.clone(), cell());
+    Some((server, js, appender))
+}
+
 fn prepared(appender: &Appender, ids: &[&str]) -> Vec<log::Prepared> {
     ids.iter()
         .map(|id| appender.prepare(&env(id, id, id)).unwrap())
@@ -220,14 +232,9 @@ fn prepared(appender: &Appender, ids: &[&str]) -> Vec<log::Prepared> {
 
 #[tokio::test]
 async fn a_stale_batch_stores_nothing() {
-    let Some(server) = server_with_batches().await else {
+    let Some((_server, js, appender)) = log_with_batches().await else {
         return;
     };
-    let js = server.jetstream().await;
-    log::ensure_stream(&js, &LogConfig::new(cell()))
-        .await
-        .unwrap();
-    let appender = Appender::new(js.clone(), cell());
     let reader = Reader::new(js.clone(), cell()).await.unwrap();
     appender.append(&env("e1", "c1", "s1"), 0).await.unwrap();
     // Another writer appends after 1; the stale one sends a batch decided on 1.
@@ -291,14 +298,9 @@ async fn a_stream_from_before_atomic_batches_is_upgraded() {
 #[tokio::test]
 #[ignore = "a measurement, run by hand"]
 async fn batch_latency() {
-    let Some(server) = server_with_batches().await else {
+    let Some((_server, _, appender)) = log_with_batches().await else {
         return;
     };
-    let js = server.jetstream().await;
-    log::ensure_stream(&js, &LogConfig::new(cell()))
-        .await
-        .unwrap();
-    let appender = Appender::new(js.clone(), cell());
     let mut last = 0u64;
     let mut n = 0usize;
     const ROUNDS: u32 = 20;

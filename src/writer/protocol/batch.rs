@@ -16,7 +16,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Reply, MAX_REQUEST_BYTES};
+use super::{decode_as, encode_as, Reply, MAX_REQUEST_BYTES};
 
 /// The name on the batch subject: `orch.<cell>.cmd.batch`.
 pub const BATCH: &str = "batch";
@@ -71,22 +71,12 @@ impl BatchReply {
 
     /// Encodes the reply as JSON or postcard.
     pub fn encode(&self, json: bool) -> Vec<u8> {
-        if json {
-            // Plain data: JSON encoding cannot fail.
-            serde_json::to_vec(self).expect("a batch reply always encodes")
-        } else {
-            // Likewise for postcard.
-            postcard::to_stdvec(self).expect("a batch reply always encodes")
-        }
+        encode_as(self, json)
     }
 
     /// Decodes a reply.
     pub fn decode(bytes: &[u8], json: bool) -> Result<Self, String> {
-        if json {
-            serde_json::from_slice(bytes).map_err(|e| e.to_string())
-        } else {
-            postcard::from_bytes(bytes).map_err(|e| e.to_string())
-        }
+        decode_as(bytes, json)
     }
 }
 
@@ -158,11 +148,9 @@ pub fn encode_batch(items: &[(&str, Vec<u8>)], json: bool) -> Vec<u8> {
                 })
                 .collect(),
         };
-        // Plain data: encoding cannot fail.
-        serde_json::to_vec(&batch).expect("a batch always encodes")
+        encode_as(&batch, true)
     } else {
-        // Likewise for postcard.
-        postcard::to_stdvec(items).expect("a batch always encodes")
+        encode_as(items, false)
     }
 }
 

@@ -91,22 +91,32 @@ impl Reply {
 
     /// Encodes the reply as JSON or postcard.
     pub fn encode(&self, json: bool) -> Vec<u8> {
-        if json {
-            // A reply is plain data: JSON encoding cannot fail.
-            serde_json::to_vec(self).expect("a reply always encodes")
-        } else {
-            // Likewise for postcard.
-            postcard::to_stdvec(self).expect("a reply always encodes")
-        }
+        encode_as(self, json)
     }
 
     /// Decodes a reply.
     pub fn decode(bytes: &[u8], json: bool) -> Result<Self, String> {
-        if json {
-            serde_json::from_slice(bytes).map_err(|e| e.to_string())
-        } else {
-            postcard::from_bytes(bytes).map_err(|e| e.to_string())
-        }
+        decode_as(bytes, json)
+    }
+}
+
+/// Encodes a message of the protocol (plain data) as JSON or postcard.
+pub(crate) fn encode_as<T: Serialize + ?Sized>(value: &T, json: bool) -> Vec<u8> {
+    if json {
+        // Plain data: JSON encoding cannot fail.
+        serde_json::to_vec(value).expect("a protocol message always encodes")
+    } else {
+        // Likewise for postcard.
+        postcard::to_stdvec(value).expect("a protocol message always encodes")
+    }
+}
+
+/// Decodes a message of the protocol from JSON or postcard.
+pub(crate) fn decode_as<T: DeserializeOwned>(bytes: &[u8], json: bool) -> Result<T, String> {
+    if json {
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    } else {
+        postcard::from_bytes(bytes).map_err(|e| e.to_string())
     }
 }
 
@@ -286,13 +296,7 @@ pub fn encode_request(
             actor: actor.clone(),
             command: c,
         };
-        if json {
-            // Plain data: encoding cannot fail.
-            serde_json::to_vec(&req).expect("a request always encodes")
-        } else {
-            // Likewise for postcard.
-            postcard::to_stdvec(&req).expect("a request always encodes")
-        }
+        encode_as(&req, json)
     }
     match command {
         Command::StartSession(c) => enc(command_id, actor, c, json),
