@@ -234,6 +234,8 @@ async fn bad_input_is_rejected_and_appends_nothing() {
         ("start", b"{not json".to_vec(), true, "malformed_request"),
         ("start", br#"{"command_id":"x","actor":{"kind":"user","id":"u"},"command":{"user_id":5}}"#.to_vec(), true, "malformed_request"),
         ("start", br#"{"command_id":"x","actor":{"kind":"user","id":"u"},"command":{"session_id":"a.b","user_id":"u","game_id":"g"}}"#.to_vec(), true, "malformed_request"),
+        ("start", br#"{"command_id":"x","actor":{"kind":"user","id":"u"},"command":{"user_id":"u","game_id":"g","colour":"red"}}"#.to_vec(), true, "malformed_request"),
+        ("vm_drain", br#"{"command_id":"x","actor":{"kind":"operator","id":"o"},"command":{"vm_id":"vm-1"},"priority":1}"#.to_vec(), true, "malformed_request"),
         ("launch", b"{}".to_vec(), true, "unknown_command"),
         ("start", vec![b' '; 70 * 1024], true, "payload_too_large"),
         ("vm_register", br#"{"command_id":"y","actor":{"kind":"operator","id":"o"},"command":{"vm_id":"vm-9","capacity":0}}"#.to_vec(), true, "invalid_argument"),
@@ -248,6 +250,111 @@ async fn bad_input_is_rejected_and_appends_nothing() {
         1,
         "no rejected command appended anything"
     );
+}
+
+/// A JSON body is answered in JSON whatever its headers say, so a JSON client can read why it was
+/// refused; and the batch subject answers the same way, with a batch rejection.
+#[tokio::test]
+async fn json_bodies_get_json_replies_without_or_with_another_content_type() {
+    let c = cell().await;
+    let body = br#"{"command_id":"j1","actor":{"kind":"operator","id":"o"},"command":{"vm_id":"vm-1","capacity":1}}"#;
+    for (subject, content_type) in [
+        ("vm_register", None),
+        ("vm_register", Some("text/plain")),
+        ("batch", None),
+        ("batch", Some("text/plain; charset=utf-8")),
+    ] {
+        let mut headers = HeaderMap::new();
+        if let Some(ct) = content_type {
+            headers.insert("Content-Type", ct);
+        }
+        let req = async_nats::Request::new()
+            .headers(headers)
+            .payload(body.to_vec().into())
+            .timeout(Some(Duration::from_secs(5)));
+        let msg = c
+            .client
+            .send_request(format!("orch.default.cmd.{subject}"), req)
+            .await
+            .expect("an answer");
+        let ct = msg.headers.as_ref().and_then(|h| h.get("Content-Type"));
+        assert_eq!(ct.map(|v| v.as_str()), Some("application/json"));
+        let reply: Value = serde_json::from_slice(&msg.payload)
+            .unwrap_or_else(|e| panic!("{subject} {content_type:?}: not JSON ({e})"));
+        assert_eq!(code(&reply), "unsupported_content_type", "{reply}");
+        assert!(
+            reply["rejected"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("application/json"),
+            "{reply}"
+        );
+    }
+    // A postcard body with another content type is still answered in postcard.
+    let mut headers = HeaderMap::new();
+    headers.insert("Content-Type", "text/plain");
+    let req = async_nats::Request::new()
+        .headers(headers)
+        .payload(vec![1, b'x', 0].into())
+        .timeout(Some(Duration::from_secs(5)));
+    let msg = c
+        .client
+        .send_request("orch.default.cmd.start", req)
+        .await
+        .unwrap();
+    match Reply::decode(&msg.payload, false).expect("a postcard reply") {
+        Reply::Rejected { code, .. } => assert_eq!(code, "unsupported_content_type"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.last_seq().await, 0, "nothing was appended");
+}
+
+/// Only an accepted command's id is remembered: a rejection appends nothing, so the same command id
+/// sent again later is decided again, and may then be accepted.
+#[tokio::test]
+async fn a_rejected_command_id_is_decided_again() {
+    let c = cell().await;
+    let drain = json!({"vm_id": "vm-1"});
+    let first = c.cmd("vm_drain", "d1", drain.clone()).await;
+    assert_eq!(code(&first), "vm_not_found");
+    assert!(
+        first["rejected"]["rejection"]["vm_not_found"].is_object(),
+        "{first}"
+    );
+    seq(&c
+        .cmd("vm_register", "r1", json!({"vm_id": "vm-1", "capacity": 1}))
+        .await);
+    let again = c.cmd("vm_drain", "d1", drain.clone()).await;
+    assert_eq!(again["accepted"]["duplicate"], false, "{again}");
+    let retry = c.cmd("vm_drain", "d1", drain).await;
+    assert_eq!(retry["accepted"]["duplicate"], true, "{retry}");
+    assert_eq!(seq(&again), seq(&retry));
+    // A protocol rejection has no domain details.
+    let bad = c.send_json("vm_drain", json!({"nope": 1})).await.unwrap();
+    assert_eq!(code(&bad), "malformed_request");
+    assert!(bad["rejected"]["rejection"].is_null(), "{bad}");
+}
+
+/// The JSON form of an event: the body digest as a decimal string (it exceeds 2^53) and the time
+/// in RFC 3339 beside the epoch milliseconds.
+#[tokio::test]
+async fn json_events_carry_the_digest_as_a_string_and_an_rfc3339_time() {
+    let c = cell().await;
+    let r = c
+        .cmd("vm_register", "r1", json!({"vm_id": "vm-1", "capacity": 1}))
+        .await;
+    let event = &r["accepted"]["event"];
+    let digest = event["command_digest"].as_str().expect("a string");
+    assert!(digest.parse::<u64>().unwrap() > 0, "{event}");
+    let ms = event["occurred_at"].as_i64().unwrap();
+    let text = event["occurred_at_rfc3339"].as_str().unwrap();
+    let parsed = humantime::parse_rfc3339(text).unwrap();
+    let back = parsed
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    assert_eq!(back as i64, ms, "{text}");
+    assert!(text.ends_with('Z'));
 }
 
 #[tokio::test]

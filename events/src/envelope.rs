@@ -36,6 +36,7 @@ impl ActorKind {
 
 /// Who issued a command: a kind and an id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Actor {
     /// What kind of actor.
     pub kind: ActorKind,
@@ -81,7 +82,16 @@ impl std::fmt::Display for Actor {
 }
 
 /// An event with its metadata, as stored in the log (schema version [`crate::CURRENT_VERSION`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+///
+/// It has two serialised forms, chosen by the format:
+/// - **binary** (postcard, in the command replies): the fields below, in this order;
+/// - **JSON** (every JSON form of an event: replies, `tail --json`, the bridge, the schemas):
+///   the same fields, except that `command_digest` is a decimal string (it exceeds 2^53, which
+///   JavaScript numbers cannot hold), and with `occurred_at_rfc3339` (the same instant as an RFC 3339
+///   UTC time with milliseconds) after `occurred_at`. Reading JSON also takes a number for
+///   `command_digest` and no `occurred_at_rfc3339` (the JSON of earlier releases); `occurred_at` is
+///   the one that counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
     /// The schema version this envelope was written with. Decoding upcasts older versions, so this is
     /// the version the bytes carried, kept for audit.
@@ -99,6 +109,161 @@ pub struct Envelope {
     pub actor: Actor,
     /// What happened.
     pub event: Event,
+}
+
+/// A time as RFC 3339 UTC with milliseconds, e.g. `2026-11-29T08:58:49.123Z`. Times before the
+/// Unix epoch (which the writer never records) show as the epoch.
+pub fn rfc3339(ms: Timestamp) -> String {
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// The binary form: the fields in their order.
+#[derive(Serialize)]
+struct WireRef<'a> {
+    schema_version: u16,
+    event_id: &'a str,
+    command_id: &'a str,
+    command_digest: u64,
+    occurred_at: Timestamp,
+    actor: &'a Actor,
+    event: &'a Event,
+}
+
+#[derive(Deserialize)]
+struct Wire {
+    schema_version: u16,
+    event_id: String,
+    command_id: String,
+    command_digest: u64,
+    occurred_at: Timestamp,
+    actor: Actor,
+    event: Event,
+}
+
+/// An event with its metadata, as stored in the log, in its JSON form.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "Envelope")]
+struct JsonRef<'a> {
+    /// The schema version this envelope was written with. Decoding upcasts older versions, so this is
+    /// the version the bytes carried, kept for audit.
+    schema_version: u16,
+    /// A unique id for the event: a UUID (version 4) for events written by this release; earlier
+    /// releases wrote ULIDs. Treat it as an opaque string.
+    event_id: &'a str,
+    /// The id of the command that produced it (the idempotency key).
+    command_id: &'a str,
+    /// A digest of the command's body, as a decimal string (an unsigned 64-bit integer), so that a
+    /// reused command id with another body is refused even after a replay. "0" when unknown (events
+    /// written with schema version 1).
+    #[schemars(regex(pattern = r"^(0|[1-9][0-9]{0,19})$"))]
+    command_digest: String,
+    /// When the writer decided, in milliseconds since the Unix epoch.
+    occurred_at: Timestamp,
+    /// The same instant as `occurred_at`, as an RFC 3339 UTC time with milliseconds.
+    #[schemars(extend("format" = "date-time"))]
+    occurred_at_rfc3339: String,
+    /// Who issued the command.
+    actor: &'a Actor,
+    /// What happened.
+    event: &'a Event,
+}
+
+/// `command_digest` in JSON: a decimal string, or a number (earlier releases).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Digest {
+    Text(String),
+    Number(u64),
+}
+
+#[derive(Deserialize)]
+struct JsonOwned {
+    schema_version: u16,
+    event_id: String,
+    command_id: String,
+    command_digest: Digest,
+    occurred_at: Timestamp,
+    #[serde(default, rename = "occurred_at_rfc3339")]
+    _occurred_at_rfc3339: Option<String>,
+    actor: Actor,
+    event: Event,
+}
+
+impl Serialize for Envelope {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            JsonRef {
+                schema_version: self.schema_version,
+                event_id: &self.event_id,
+                command_id: &self.command_id,
+                command_digest: self.command_digest.to_string(),
+                occurred_at: self.occurred_at,
+                occurred_at_rfc3339: rfc3339(self.occurred_at),
+                actor: &self.actor,
+                event: &self.event,
+            }
+            .serialize(serializer)
+        } else {
+            WireRef {
+                schema_version: self.schema_version,
+                event_id: &self.event_id,
+                command_id: &self.command_id,
+                command_digest: self.command_digest,
+                occurred_at: self.occurred_at,
+                actor: &self.actor,
+                event: &self.event,
+            }
+            .serialize(serializer)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Envelope {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            let j = JsonOwned::deserialize(deserializer)?;
+            let command_digest = match j.command_digest {
+                Digest::Number(n) => n,
+                Digest::Text(s) => s.parse().map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "command_digest {s:?} is not an unsigned 64-bit decimal integer"
+                    ))
+                })?,
+            };
+            Ok(Envelope {
+                schema_version: j.schema_version,
+                event_id: j.event_id,
+                command_id: j.command_id,
+                command_digest,
+                occurred_at: j.occurred_at,
+                actor: j.actor,
+                event: j.event,
+            })
+        } else {
+            let w = Wire::deserialize(deserializer)?;
+            Ok(Envelope {
+                schema_version: w.schema_version,
+                event_id: w.event_id,
+                command_id: w.command_id,
+                command_digest: w.command_digest,
+                occurred_at: w.occurred_at,
+                actor: w.actor,
+                event: w.event,
+            })
+        }
+    }
+}
+
+impl JsonSchema for Envelope {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Envelope".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        JsonRef::json_schema(generator)
+    }
 }
 
 impl Envelope {
@@ -120,5 +285,62 @@ impl Envelope {
             actor,
             event,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::VmId;
+
+    fn sample() -> Envelope {
+        Envelope::new(
+            "e1".into(),
+            "c1".into(),
+            u64::MAX - 1,
+            1_732_705_565_449,
+            Actor::operator("ops"),
+            Event::VmDrained {
+                vm_id: VmId::parse("vm-1").unwrap(),
+            },
+        )
+    }
+
+    #[test]
+    fn the_binary_form_is_the_fields_in_order() {
+        let env = sample();
+        let fields = (
+            env.schema_version,
+            &env.event_id,
+            &env.command_id,
+            env.command_digest,
+            env.occurred_at,
+            &env.actor,
+            &env.event,
+        );
+        let bytes = postcard::to_stdvec(&env).unwrap();
+        assert_eq!(bytes, postcard::to_stdvec(&fields).unwrap());
+        assert_eq!(postcard::from_bytes::<Envelope>(&bytes).unwrap(), env);
+    }
+
+    #[test]
+    fn the_json_form_has_a_string_digest_and_an_rfc3339_time() {
+        let env = sample();
+        let v = serde_json::to_value(&env).unwrap();
+        assert_eq!(v["command_digest"], "18446744073709551614");
+        assert_eq!(v["occurred_at"], 1_732_705_565_449_i64);
+        assert_eq!(v["occurred_at_rfc3339"], "2024-11-27T11:06:05.449Z");
+        assert_eq!(serde_json::from_value::<Envelope>(v).unwrap(), env);
+    }
+
+    #[test]
+    fn json_of_earlier_releases_still_reads() {
+        let env = sample();
+        let mut v = serde_json::to_value(&env).unwrap();
+        v["command_digest"] = serde_json::json!(u64::MAX - 1);
+        v.as_object_mut().unwrap().remove("occurred_at_rfc3339");
+        assert_eq!(serde_json::from_value::<Envelope>(v.clone()).unwrap(), env);
+        v["command_digest"] = serde_json::json!("-1");
+        assert!(serde_json::from_value::<Envelope>(v).is_err());
     }
 }

@@ -32,7 +32,7 @@ pub mod ids;
 pub mod subject;
 
 pub use codec::{decode, encode, DecodeError, CURRENT_VERSION, MAX_EVENT_BYTES};
-pub use envelope::{Actor, ActorKind, Envelope, Timestamp};
+pub use envelope::{rfc3339, Actor, ActorKind, Envelope, Timestamp};
 pub use event::{
     EndReason, Endpoint, Event, EventType, Placement, PlacementPolicy, PlacementReason, QueueWait,
 };

@@ -39,8 +39,7 @@ pub fn parse_time(s: &str) -> Result<Timestamp, String> {
 
 /// An event time as RFC 3339 with milliseconds, UTC.
 pub fn time(ms: Timestamp) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_millis(t).to_string()
+    orchestrator_events::rfc3339(ms)
 }
 
 pub use crate::clock::now_ms;

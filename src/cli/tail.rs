@@ -41,7 +41,7 @@ pub struct TailArgs {
     pub count: Option<u64>,
     #[command(flatten)]
     pub nats: NatsArgs,
-    /// One JSON object per line: the envelope with its `seq` and `stored_at`.
+    /// One JSON object per line: the envelope (JSON form) with its `seq`, `type` and `stored_at`.
     #[arg(long)]
     pub json: bool,
 }
@@ -51,6 +51,7 @@ pub struct TailArgs {
 struct Line<'a> {
     seq: u64,
     stored_at: i64,
+    stored_at_rfc3339: String,
     #[serde(rename = "type")]
     event_type: &'static str,
     #[serde(flatten)]
@@ -63,6 +64,7 @@ fn print(ev: &StoredEvent, json: bool) {
         let line = Line {
             seq: ev.seq,
             stored_at: ev.stored_at,
+            stored_at_rfc3339: orchestrator_events::rfc3339(ev.stored_at),
             event_type: env.event.event_type().as_str(),
             envelope: env,
         };

@@ -15,6 +15,7 @@ use super::rejection::Rejection;
 
 /// Start a session for a user. It is `starting` until a VM is assigned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct StartSession {
     /// The session's id. When absent it is derived from the actor and the command id, so a retry
     /// names the same session and two senders' keys never name the same one.
@@ -31,6 +32,7 @@ pub struct StartSession {
 
 /// Place a `starting` session on a VM: the named one, or one chosen by a policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AssignVm {
     /// The session.
     pub session_id: SessionId,
@@ -55,6 +57,7 @@ pub const HEARTBEAT_MS_RANGE: std::ops::RangeInclusive<u32> = 100..=600_000;
 
 /// A command naming one session and nothing else (pause, resume).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SessionRef {
     /// The session.
     pub session_id: SessionId,
@@ -62,6 +65,7 @@ pub struct SessionRef {
 
 /// End a session, from any state but `ended`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct EndSession {
     /// The session.
     pub session_id: SessionId,
@@ -71,6 +75,7 @@ pub struct EndSession {
 
 /// Add a VM to the pool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RegisterVm {
     /// The VM.
     pub vm_id: VmId,
@@ -93,6 +98,7 @@ pub struct RegisterVm {
 /// (`invalid_transition`) once the session has moved on, so a timer racing a user's command yields
 /// one outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ExpireSession {
     /// The session.
     pub session_id: SessionId,
@@ -106,6 +112,7 @@ pub struct ExpireSession {
 /// The orchestrator declares a VM lost after its sessions were ended. Only the `system` actor sends
 /// it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct DeclareVmLost {
     /// The VM.
     pub vm_id: VmId,
@@ -117,6 +124,7 @@ pub struct DeclareVmLost {
 
 /// A command naming one VM and nothing else (drain, retire).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct VmRef {
     /// The VM.
     pub vm_id: VmId,
@@ -350,6 +358,7 @@ impl CommandMeta {
 /// A command as it travels on `orch.<cell>.cmd.<name>`: postcard, or JSON with
 /// `Content-Type: application/json`. `command` is the body of the command the subject names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CommandRequest<C> {
     /// The idempotency key: a retry with the same id returns the first result.
     pub command_id: CommandId,

@@ -48,6 +48,7 @@ pub fn timeline(
         .map(|(e, step)| HistoryEntry {
             event: LogEvent::new(e.seq, e.envelope, viewer),
             stored_at: e.stored_at,
+            stored_at_rfc3339: orchestrator_events::rfc3339(e.stored_at),
             status: step.status,
             ms_in_previous_status: step.ms_in_previous_status,
         })

@@ -165,10 +165,13 @@ pub struct LogEvent {
     pub event_id: String,
     /// The id of the command that produced it (the idempotency key).
     pub command_id: String,
-    /// A digest of the command's body (0 when unknown: events of schema version 1).
-    pub command_digest: u64,
+    /// A digest of the command's body: an unsigned 64-bit integer as a decimal string (it exceeds
+    /// 2^53, which JavaScript numbers cannot hold); "0" when unknown (events of schema version 1).
+    pub command_digest: String,
     /// When the writer decided, in milliseconds since the Unix epoch.
     pub occurred_at: Timestamp,
+    /// The same instant as `occurred_at`, as an RFC 3339 UTC time with milliseconds.
+    pub occurred_at_rfc3339: String,
     /// Who issued the command; a player sees another actor's kind only.
     pub actor: ActorView,
     /// What happened.
@@ -197,8 +200,9 @@ impl LogEvent {
             schema_version,
             event_id,
             command_id,
-            command_digest,
+            command_digest: command_digest.to_string(),
             occurred_at,
+            occurred_at_rfc3339: orchestrator_events::rfc3339(occurred_at),
             actor: ActorView::seen_by(actor, viewer),
             event,
             endpoint: None,
@@ -250,6 +254,8 @@ pub struct HistoryEntry {
     pub event: LogEvent,
     /// When the server stored it (ms since the epoch).
     pub stored_at: Timestamp,
+    /// The same instant as `stored_at`, as an RFC 3339 UTC time with milliseconds.
+    pub stored_at_rfc3339: String,
     /// The session's status after it.
     pub status: SessionStatus,
     /// How long the session stayed in the status before this event, in ms (0 for the first).

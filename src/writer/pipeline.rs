@@ -425,9 +425,12 @@ impl Pipeline<'_> {
             .next()
             .unwrap_or("")
             .to_owned();
-        let json = match protocol::wants_json(msg.headers.as_ref()) {
+        let json = match protocol::request_encoding(msg.headers.as_ref(), &msg.payload) {
             Ok(json) => json,
-            Err(reply) => return self.answer(To::caller(msg.reply, false), reply).await,
+            Err((reply, json)) if name == protocol::BATCH => {
+                return self.refuse_batch(msg.reply, json, reply).await
+            }
+            Err((reply, json)) => return self.answer(To::caller(msg.reply, json), reply).await,
         };
         if name == protocol::BATCH {
             return self.on_batch(msg.reply, json, &msg.payload).await;

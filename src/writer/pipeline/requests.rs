@@ -97,6 +97,20 @@ impl Pipeline<'_> {
         }
     }
 
+    /// Refuses a whole batch request before reading it (its content type).
+    pub(super) async fn refuse_batch(
+        &mut self,
+        reply_to: Option<Subject>,
+        json: bool,
+        reply: Reply,
+    ) {
+        let Reply::Rejected { code, message, .. } = reply else {
+            return;
+        };
+        let body = BatchReply::rejected(&code, message).encode(json);
+        self.send_reply(reply_to, json, body).await
+    }
+
     /// Answers one command where its answer goes.
     pub(super) async fn answer(&mut self, to: To, reply: Reply) {
         self.config.metrics.answered(&reply);

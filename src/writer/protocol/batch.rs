@@ -54,7 +54,7 @@ pub enum BatchReply {
     Replies(Vec<Reply>),
     /// The batch could not be read as a whole; no command of it was decided.
     Rejected {
-        /// `payload_too_large` or `malformed_request`.
+        /// `payload_too_large`, `malformed_request` or `unsupported_content_type`.
         code: String,
         /// A human-readable explanation.
         message: String,
@@ -62,7 +62,7 @@ pub enum BatchReply {
 }
 
 impl BatchReply {
-    fn rejected(code: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn rejected(code: &str, message: impl Into<String>) -> Self {
         BatchReply::Rejected {
             code: code.to_owned(),
             message: message.into(),

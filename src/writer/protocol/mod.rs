@@ -2,7 +2,10 @@
 //! sequence or with a rejection code.
 //!
 //! A request body is postcard, or JSON when the request carries `Content-Type: application/json`; the
-//! reply uses the same encoding. The body is a [`CommandRequest`] whose `command` is the body of the
+//! reply uses the same encoding. A body that is JSON is answered in JSON whatever its headers say: one
+//! sent without that `Content-Type` (or with another) is refused with `unsupported_content_type`, in
+//! JSON, so that a JSON client can read why. (No postcard request is valid JSON: the byte after its
+//! command id is the actor kind, 0 to 3, a control character JSON never allows there.) The body is a [`CommandRequest`] whose `command` is the body of the
 //! command the subject names (see [`crate::domain::command::COMMAND_NAMES`]).
 //!
 //! Many commands can travel in one request on `orch.<cell>.cmd.batch` ([`batch`]): one reply lists
@@ -136,6 +139,36 @@ pub fn wants_json(headers: Option<&HeaderMap>) -> Result<bool, Reply> {
             "unsupported_content_type",
             format!("content type {ct:?}: send postcard with no Content-Type, or {JSON}"),
         ))
+    }
+}
+
+/// Whether a body is a JSON document (of any shape).
+pub fn is_json(payload: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok()
+}
+
+/// How a request is read and answered: the encoding of its body, or the refusal to send and the
+/// encoding to send it in (JSON when the body is JSON, so that a JSON client can read it).
+// The error is the reply to send, built once per refused request: its size costs nothing.
+#[allow(clippy::result_large_err)]
+pub fn request_encoding(
+    headers: Option<&HeaderMap>,
+    payload: &[u8],
+) -> Result<bool, (Reply, bool)> {
+    match wants_json(headers) {
+        Ok(true) => Ok(true),
+        Ok(false) if !is_json(payload) => Ok(false),
+        Ok(false) => Err((
+            Reply::error(
+                "unsupported_content_type",
+                format!(
+                    "the body is JSON but the request has no Content-Type: send it with \
+                     Content-Type: {JSON} (without one, a body is read as postcard)"
+                ),
+            ),
+            true,
+        )),
+        Err(reply) => Err((reply, is_json(payload))),
     }
 }
 
@@ -399,6 +432,52 @@ mod tests {
                 assert_eq!((r.heartbeat_ms, r.endpoint), (None, None));
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_json_body_is_answered_in_json_whatever_its_headers() {
+        let json_body = br#"{"command_id":"c1"}"#;
+        let postcard_body = encode_request(
+            &"c1".parse().unwrap(),
+            &Actor::user("u1"),
+            &Command::PauseSession(SessionRef {
+                session_id: "s1".parse().unwrap(),
+            }),
+            false,
+        );
+        assert!(!is_json(&postcard_body));
+        assert_eq!(request_encoding(None, &postcard_body), Ok(false));
+        let mut plain = HeaderMap::new();
+        plain.insert("Content-Type", "text/plain");
+        for headers in [None, Some(&plain)] {
+            match request_encoding(headers, json_body) {
+                Err((Reply::Rejected { code, .. }, true)) => {
+                    assert_eq!(code, "unsupported_content_type")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(matches!(
+            request_encoding(Some(&plain), &postcard_body),
+            Err((_, false))
+        ));
+        let mut json = HeaderMap::new();
+        json.insert("Content-Type", "application/json; charset=utf-8");
+        assert_eq!(request_encoding(Some(&json), json_body), Ok(true));
+    }
+
+    #[test]
+    fn unknown_json_fields_are_refused() {
+        for body in [
+            &br#"{"command_id":"c","actor":{"kind":"user","id":"u"},"command":{"session_id":"s1","x":1}}"#[..],
+            br#"{"command_id":"c","actor":{"kind":"user","id":"u","x":1},"command":{"session_id":"s1"}}"#,
+            br#"{"command_id":"c","actor":{"kind":"user","id":"u"},"command":{"session_id":"s1"},"x":1}"#,
+        ] {
+            match parse_request("pause", body, true) {
+                Err(Reply::Rejected { code, .. }) => assert_eq!(code, "malformed_request"),
+                other => panic!("{other:?}"),
+            }
         }
     }
 

@@ -2,7 +2,8 @@
 //! the envelope and its events (`schemas/events.schema.json`), the JSON command requests sent on
 //! `orch.<cell>.cmd.<name>` (`schemas/commands.schema.json`) and the rejections
 //! (`schemas/rejection.schema.json`). The test `tests/schemas.rs` compares the files with these
-//! functions; `UPDATE_SCHEMAS=1 cargo test --test schemas` rewrites them.
+//! functions; `UPDATE_SCHEMAS=1 cargo test --test schemas` rewrites them. The AsyncAPI document of
+//! the NATS interface ([`asyncapi`], `schemas/asyncapi.json`) is generated the same way.
 
 use orchestrator_events::Envelope;
 use schemars::generate::SchemaSettings;
@@ -15,14 +16,19 @@ use crate::domain::command::{
 };
 use crate::domain::Rejection;
 
+mod asyncapi;
+
+pub use asyncapi::asyncapi;
+
 /// A function generating one schema.
 pub type Generator = fn() -> Value;
 
 /// The schema files under `schemas/`, with the function generating each.
-pub const FILES: [(&str, Generator); 3] = [
+pub const FILES: [(&str, Generator); 4] = [
     ("events.schema.json", events_schema),
     ("commands.schema.json", commands_schema),
     ("rejection.schema.json", rejection_schema),
+    ("asyncapi.json", asyncapi),
 ];
 
 fn settings() -> SchemaSettings {
@@ -60,14 +66,10 @@ pub fn rejection_schema() -> Value {
     )
 }
 
-/// The schema of the JSON command requests: `$defs/<name>` for each command name of
-/// `orch.<cell>.cmd.<name>`, and the root accepts any of them.
-///
-/// The root is an `anyOf`, not a `oneOf`: `pause` and `resume` (and `vm_drain` and `vm_retire`) have
-/// the same body, the subject tells them apart. Validate a body against `#/$defs/<name>`.
-pub fn commands_schema() -> Value {
-    let mut generator = settings().into_generator();
-    let refs = [
+/// The schema of each command's request, in the order of [`COMMAND_NAMES`] (references into the
+/// generator's definitions).
+fn command_requests(generator: &mut schemars::SchemaGenerator) -> [schemars::Schema; 8] {
+    [
         generator.subschema_for::<CommandRequest<StartSession>>(),
         generator.subschema_for::<CommandRequest<AssignVm>>(),
         generator.subschema_for::<CommandRequest<SessionRef>>(),
@@ -76,7 +78,17 @@ pub fn commands_schema() -> Value {
         generator.subschema_for::<CommandRequest<RegisterVm>>(),
         generator.subschema_for::<CommandRequest<VmRef>>(),
         generator.subschema_for::<CommandRequest<VmRef>>(),
-    ];
+    ]
+}
+
+/// The schema of the JSON command requests: `$defs/<name>` for each command name of
+/// `orch.<cell>.cmd.<name>`, and the root accepts any of them.
+///
+/// The root is an `anyOf`, not a `oneOf`: `pause` and `resume` (and `vm_drain` and `vm_retire`) have
+/// the same body, the subject tells them apart. Validate a body against `#/$defs/<name>`.
+pub fn commands_schema() -> Value {
+    let mut generator = settings().into_generator();
+    let refs = command_requests(&mut generator);
     let mut defs = generator.take_definitions(true);
     let mut requests = Map::new();
     let mut any_of = Vec::new();
