@@ -4,9 +4,12 @@
 //! - [`window`]: a window of event time and how a sequence or a time becomes its bounds.
 //! - [`read`]: streams the log into an analysis, with progress.
 //! - [`usage`]: time in each status per user, game or VM, for billing.
+//! - [`whatif`]: the recorded demand replayed against another placement policy or pool, compared
+//!   with what was recorded.
 
 pub mod read;
 pub mod usage;
+pub mod whatif;
 pub mod window;
 
 pub use read::{scan, ReadProgress};
