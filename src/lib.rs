@@ -12,7 +12,8 @@
 //! - [`projections`]: sled read models rebuilt from the log, with read-your-writes.
 //! - [`client`]: sends commands to a cell's writer over NATS (the CLI, the bridge, the benchmark).
 //! - [`clock`]: the wall clock, read at the edges only.
-//! - [`analytics`]: analyses of the recorded log (usage for billing), pure folds above the domain.
+//! - [`analytics`]: analyses of the recorded log, pure folds above the domain: usage for billing,
+//!   what-if replays of the recorded demand against another placement policy or pool.
 //! - [`admin`]: `verify`: the live projections and writer state against a replay of the log.
 //! - [`schemas`]: JSON Schemas of events, command requests and rejections, generated from the types.
 //! - [`http`]: the HTTP bridge the frontend uses.
