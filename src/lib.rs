@@ -12,6 +12,8 @@
 //! - [`projections`]: sled read models rebuilt from the log, with read-your-writes.
 //! - [`client`]: sends commands to a cell's writer over NATS (the CLI, the bridge, the benchmark).
 //! - [`clock`]: the wall clock, read at the edges only.
+//! - [`analytics`]: analyses of the recorded log, pure folds above the domain: usage for billing,
+//!   what-if replays of the recorded demand against another placement policy or pool.
 //! - [`admin`]: `verify`: the live projections and writer state against a replay of the log.
 //! - [`schemas`]: JSON Schemas of events, command requests and rejections, generated from the types.
 //! - [`http`]: the HTTP bridge the frontend uses.
@@ -21,6 +23,7 @@
 //! - [`bench`]: the benchmark that compares the orchestrator with raw NATS in the same run.
 
 pub mod admin;
+pub mod analytics;
 pub mod bench;
 pub mod cli;
 pub mod client;

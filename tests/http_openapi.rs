@@ -87,5 +87,5 @@ async fn every_documented_route_exists() {
             );
         }
     }
-    assert_eq!(n, 19, "routes documented");
+    assert_eq!(n, 20, "routes documented");
 }

@@ -1,41 +1,11 @@
 //! How the CLI shows and parses times, durations, labels, actors and events.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use orchestrator_events::ids::{LabelKey, LabelValue};
 use orchestrator_events::{Actor, ActorKind, Event, Labels, Placement, PlacementReason, Timestamp};
 
-/// A point in the log: a stream sequence or a time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Point {
-    /// A stream sequence.
-    Seq(u64),
-    /// Milliseconds since the Unix epoch.
-    Time(Timestamp),
-}
-
-/// Parses a sequence (digits) or an RFC 3339 time (`2026-01-02T10:00:00Z`, or without the `T` and
-/// the zone, read as UTC).
-pub fn parse_point(s: &str) -> Result<Point, String> {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        return s
-            .parse()
-            .map(Point::Seq)
-            .map_err(|e| format!("sequence {s:?}: {e}"));
-    }
-    parse_time(s).map(Point::Time)
-}
-
-/// Parses an RFC 3339 time into milliseconds since the Unix epoch.
-pub fn parse_time(s: &str) -> Result<Timestamp, String> {
-    let t = humantime::parse_rfc3339_weak(s)
-        .map_err(|e| format!("{s:?} is neither a sequence nor an RFC 3339 time: {e}"))?;
-    let ms = t
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| format!("{s:?} is before 1970"))?
-        .as_millis();
-    Timestamp::try_from(ms).map_err(|_| format!("{s:?} is too far in the future"))
-}
+pub use crate::log::point::{parse_point, parse_time, Point};
 
 /// An event time as RFC 3339 with milliseconds, UTC.
 pub fn time(ms: Timestamp) -> String {

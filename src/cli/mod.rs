@@ -3,6 +3,8 @@
 //! - [`serve`]: run the system (every role, or one), with an embedded `nats-server` by default.
 //! - [`history`], [`state`], [`tail`]: read the log (a session's timeline, the state at a moment,
 //!   events as they come).
+//! - [`usage`]: time in each state per user, game or VM, for billing; [`whatif`]: the recorded
+//!   demand against another placement policy or pool; [`progress`]: progress of long reads.
 //! - [`rebuild`], [`verify`]: operate the projections; [`quarantine`]: skip an undecodable message.
 //! - [`session`], [`vm`]: send commands to the cell's writer; [`agent`]: send a VM's heartbeats.
 //! - `bench` runs [`crate::bench`].
@@ -22,14 +24,17 @@ macro_rules! outln {
 pub mod agent;
 pub mod format;
 pub mod history;
+pub mod progress;
 pub mod quarantine;
 pub mod rebuild;
 pub mod serve;
 pub mod session;
 pub mod state;
 pub mod tail;
+pub mod usage;
 pub mod verify;
 pub mod vm;
+pub mod whatif;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -82,6 +87,10 @@ pub enum CliCommand {
     State(state::StateArgs),
     /// Print events as they are appended, until Ctrl-C.
     Tail(tail::TailArgs),
+    /// Time each user's, game's or VM's sessions spent in each state within a window, for billing.
+    Usage(usage::UsageArgs),
+    /// Replay the recorded demand against another placement policy or pool, and compare.
+    Whatif(whatif::WhatIfArgs),
     /// Rebuild the projections of a data dir from the log (stop `serve` first).
     Rebuild(rebuild::RebuildArgs),
     /// Compare the live projections and the writer's state with a replay of the log.
@@ -173,6 +182,8 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> ExitCode {
         CliCommand::History(args) => history::run(args).await,
         CliCommand::State(args) => state::run(args).await,
         CliCommand::Tail(args) => tail::run(args, shutdown).await,
+        CliCommand::Usage(args) => usage::run(args).await,
+        CliCommand::Whatif(args) => whatif::run(args).await,
         CliCommand::Rebuild(args) => rebuild::run(args).await,
         CliCommand::Verify(args) => verify::run(args).await,
         CliCommand::Quarantine(args) => quarantine::run(args).await,

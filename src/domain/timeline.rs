@@ -29,6 +29,11 @@ impl TimeInStatus {
             SessionStatus::Ended => {}
         }
     }
+
+    /// The three statuses added up.
+    pub fn sum(&self) -> i64 {
+        self.starting + self.active + self.paused
+    }
 }
 
 /// The status a session is in after `event` (a VM event changes nothing).

@@ -10,7 +10,7 @@
 //! - [`errors`]: [`ApiError`], problem+json, and the table mapping every code to a status.
 //! - [`commands`]: sending a command and answering with read-your-writes.
 //! - [`idempotency`] and [`rate_limit`]: keys in flight, per-principal token buckets.
-//! - [`sessions`], [`history`], [`vms`], [`events`], [`ops`]: the routes; [`feeds`]: the caps on
+//! - [`sessions`], [`history`], [`vms`], [`events`], [`usage`], [`ops`]: the routes; [`feeds`]: the caps on
 //!   open event feeds.
 //! - [`types`]: the request and response bodies; [`openapi`]: the OpenAPI 3.1 document built from
 //!   them; [`metrics`]: `GET /metrics`.
@@ -33,6 +33,7 @@ pub mod sessions;
 pub mod state;
 pub mod tokens;
 pub mod types;
+pub mod usage;
 pub mod vms;
 
 pub use args::BridgeArgs;

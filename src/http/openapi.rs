@@ -12,6 +12,8 @@ use super::types::{
     AssignBody, CommandResponse, EmptyBody, EndBody, EventsQuery, Health, History, LogEvent,
     Readiness, RegisterVmBody, SessionQuery, StartSessionBody, VmList,
 };
+use super::usage::UsageQuery;
+use crate::analytics::UsageReport;
 use crate::projections::{Capacity, SessionPage, SessionView, VmView};
 
 /// Who may call a route.
@@ -81,6 +83,7 @@ fn routes() -> Vec<Route> {
         r("post", "/v1/vms/{id}/retire", "retireVm", "Remove an empty VM for good", Operator, empty, (200, "Applied: the event and the VM", Command), COMMAND_ERRORS),
         r("get", "/v1/capacity", "capacity", "Capacity of the cell and sessions per status", Staff, None, (200, "Capacity", Json(schema::<Capacity>())), &[]),
         Route { query: Some(schema::<EventsQuery>()), ..r("get", "/v1/events", "events", "The log as Server-Sent Events: `id` = stream sequence, `data` = a LogEvent (a player: their own sessions' events only); open feeds are capped per caller and in all (429 `too_many_feeds`)", Anyone, None, (200, "An endless event stream; each `data:` is a LogEvent", Events), &[400, 404, 503]) },
+        Route { query: Some(schema::<UsageQuery>()), ..r("get", "/v1/usage", "usage", "Time each user's, game's or VM's sessions spent in each status within `[from, to)`, read from the log (see docs/analytics.md)", Operator, None, (200, "The usage", Json(schema::<UsageReport>())), &[400, 422, 503]) },
         r("get", "/healthz", "healthz", "Liveness", Public, None, (200, "Alive", Json(schema::<Health>())), &[]),
         r("get", "/readyz", "readyz", "Readiness: NATS connected and the stream readable (else 503, same body); the projections' lag for operators and services", Public, None, (200, "Ready", Json(schema::<Readiness>())), &[]),
         r("get", "/metrics", "metrics", "Prometheus metrics", Staff, None, (200, "Prometheus text format 0.0.4, or OpenMetrics 1.0 when Accept asks for it", Text), &[]),
@@ -96,8 +99,13 @@ fn query_params(gen: &mut SchemaGenerator, query: SchemaFn) -> Vec<Value> {
         .and_then(|r| r.rsplit('/').next())
         .unwrap_or_default()
         .to_owned();
-    let props = gen.definitions()[&name]["properties"]
+    let definition = &gen.definitions()[&name];
+    let props = definition["properties"]
         .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let required: Vec<Value> = definition["required"]
+        .as_array()
         .cloned()
         .unwrap_or_default();
     props
@@ -107,8 +115,9 @@ fn query_params(gen: &mut SchemaGenerator, query: SchemaFn) -> Vec<Value> {
                 .as_object_mut()
                 .and_then(|o| o.remove("description"))
                 .unwrap_or(Value::Null);
+            let required = required.contains(&Value::String(field.clone()));
             json!({
-                "name": field, "in": "query", "required": false,
+                "name": field, "in": "query", "required": required,
                 "description": description, "schema": non_null(schema),
             })
         })

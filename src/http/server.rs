@@ -14,7 +14,7 @@ use super::args::BridgeArgs;
 use super::errors::ApiError;
 use super::state::AppState;
 use super::tokens::TokenError;
-use super::{events, history, metrics, ops, sessions, vms};
+use super::{events, history, metrics, ops, sessions, usage, vms};
 use crate::log::LogError;
 use crate::metrics::Metrics;
 use crate::projections::Projections;
@@ -66,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/vms/{id}/retire", post(vms::retire))
         .route("/v1/capacity", get(vms::capacity))
         .route("/v1/events", get(events::events))
+        .route("/v1/usage", get(usage::usage))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(metrics::metrics))

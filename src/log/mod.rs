@@ -19,6 +19,7 @@
 //! - [`lease`]: the writer lease in a KV bucket: one active writer per cell.
 //! - [`error`]: [`LogError`] and [`LeaseError`], and how a caller handles each variant.
 //! - [`connection`]: the options of every NATS connection: its events logged and counted.
+//! - [`point`]: [`Point`], a sequence or a time, as the command line and the bridge name one.
 
 pub mod append;
 pub mod batch;
@@ -27,6 +28,7 @@ pub mod entry;
 pub mod error;
 pub mod follow;
 pub mod lease;
+pub mod point;
 pub mod quarantine;
 pub mod read;
 pub mod stream;
@@ -38,6 +40,7 @@ pub use entry::{Entry, SkipReason, Skipped, StoredEvent};
 pub use error::{LeaseError, LogError};
 pub use follow::{EntryStream, EventStream};
 pub use lease::{ensure_lease_bucket, Lease, LeaseHandle, DEFAULT_LEASE_BUCKET, DEFAULT_LEASE_TTL};
+pub use point::{parse_point, Point};
 pub use quarantine::{QuarantineRecord, QuarantineSet};
 pub use read::{LogIdentity, Reader, StoredMessage};
 pub use stream::{ensure_stream, LogConfig, DEFAULT_DUPLICATE_WINDOW};
