@@ -10,6 +10,8 @@
 //! - [`nats_server`]: starts and supervises a local `nats-server` (the embedded default, and tests).
 //! - [`writer`]: the cell's single writer: receives commands, decides, appends, replies.
 //! - [`projections`]: sled read models rebuilt from the log, with read-your-writes.
+//! - [`feed`]: the JSON feed: every event republished once, in order, as a CloudEvent in a stream
+//!   of its own, for consumers in any language.
 //! - [`client`]: sends commands to a cell's writer over NATS (the CLI, the bridge, the benchmark).
 //! - [`clock`]: the wall clock, read at the edges only.
 //! - [`admin`]: `verify`: the live projections and writer state against a replay of the log.
@@ -26,6 +28,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod domain;
+pub mod feed;
 pub mod http;
 pub mod log;
 pub mod metrics;
