@@ -19,9 +19,7 @@ use orchestrator::metrics::FeedMetrics;
 use orchestrator_events::subject::{
     feed_session_filter, feed_stream_name, feed_subject, feed_type_filter, feed_vm_filter,
 };
-use orchestrator_events::{
-    Actor, CellId, EndReason, Envelope, Event, EventType, SessionId, VmId,
-};
+use orchestrator_events::{Actor, CellId, EndReason, Envelope, Event, EventType, SessionId, VmId};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -169,10 +167,7 @@ impl Log {
             let m = stream.direct_get(seq).await.unwrap();
             out.push(FeedMsg {
                 subject: m.subject.to_string(),
-                header: m
-                    .headers
-                    .get("Content-Type")
-                    .map(|v| v.as_str().to_owned()),
+                header: m.headers.get("Content-Type").map(|v| v.as_str().to_owned()),
                 msg_id: m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_owned()),
                 body: serde_json::from_slice(&m.payload).unwrap(),
             });
@@ -256,7 +251,10 @@ async fn every_event_once_in_order_as_a_cloudevent() {
             })
         );
     }
-    assert_eq!(feed[1].subject, "orch.default.feed.SessionResumed.session.s2");
+    assert_eq!(
+        feed[1].subject,
+        "orch.default.feed.SessionResumed.session.s2"
+    );
     assert_eq!(feed[2].subject, "orch.default.feed.SessionEnded.session.s3");
     assert_eq!(feed[4].subject, "orch.default.feed.VmDrained.vm.vm-2");
     assert_eq!(feed[1].body["actor"], "user:u2");
@@ -286,12 +284,7 @@ async fn consume(log: &Log, name: &str, filter: String) -> Vec<Value> {
         .unwrap();
     let mut out = Vec::new();
     loop {
-        let mut batch = consumer
-            .fetch()
-            .max_messages(500)
-            .messages()
-            .await
-            .unwrap();
+        let mut batch = consumer.fetch().max_messages(500).messages().await.unwrap();
         let before = out.len();
         while let Some(msg) = batch.next().await {
             let msg = msg.unwrap();
@@ -322,10 +315,7 @@ async fn consumers_filter_by_session_vm_and_type() {
     };
     let s3 = SessionId::parse("s3").unwrap();
     let by_session = consume(&log, "by-session", feed_session_filter(&cell(), &s3)).await;
-    assert_eq!(
-        seqs(&by_session),
-        expect(&|e| e.session_id() == Some(&s3))
-    );
+    assert_eq!(seqs(&by_session), expect(&|e| e.session_id() == Some(&s3)));
     assert!(!by_session.is_empty());
     assert!(by_session.iter().all(|m| m["subject"] == "s3"));
 
@@ -372,7 +362,10 @@ async fn a_role_killed_midway_neither_skips_nor_repeats() {
     let role = log.start(log.config(dir.path())).await;
     log.wait_for(6_000).await;
     role.stop().await;
-    assert_eq!(sequences(&log.feed().await), (1..=6_000).collect::<Vec<_>>());
+    assert_eq!(
+        sequences(&log.feed().await),
+        (1..=6_000).collect::<Vec<_>>()
+    );
 
     // Stopped cleanly, its checkpoint file gone: the feed stream alone says where it was.
     std::fs::remove_file(dir.path().join("default.checkpoint")).unwrap();
@@ -383,7 +376,10 @@ async fn a_role_killed_midway_neither_skips_nor_repeats() {
     let feed = log.feed().await;
     assert_eq!(sequences(&feed), (1..=6_500).collect::<Vec<_>>());
     let ids: Vec<String> = feed.iter().map(|m| m.msg_id.clone().unwrap()).collect();
-    assert_eq!(ids, (1..=6_500).map(|i| format!("evt-{i}")).collect::<Vec<_>>());
+    assert_eq!(
+        ids,
+        (1..=6_500).map(|i| format!("evt-{i}")).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -397,7 +393,10 @@ async fn two_roles_at_once_publish_each_event_once() {
     log.wait_for(3_000).await;
     a.stop().await;
     b.stop().await;
-    assert_eq!(sequences(&log.feed().await), (1..=3_000).collect::<Vec<_>>());
+    assert_eq!(
+        sequences(&log.feed().await),
+        (1..=3_000).collect::<Vec<_>>()
+    );
 }
 
 /// Publishes `payload` on a session subject as a writer would (with the expected sequence).
@@ -437,9 +436,16 @@ async fn foreign_and_quarantined_messages_have_no_feed_message() {
     assert_eq!(sequences(&log.feed().await), [1, 2, 3], "held at 5");
 
     // ...until an operator quarantines it (the record is log sequence 9); then it goes on past it.
-    let record = quarantine(&log.js, &log.reader, 5, "corrupt", Actor::operator("ops"), 0)
-        .await
-        .unwrap();
+    let record = quarantine(
+        &log.js,
+        &log.reader,
+        5,
+        "corrupt",
+        Actor::operator("ops"),
+        0,
+    )
+    .await
+    .unwrap();
     assert_eq!(record, 9);
     let mut tail = event(10);
     tail.event_id = "evt-10".into();
@@ -485,7 +491,11 @@ async fn the_feed_stream_has_the_configured_retention() {
     let c = stream.info().await.unwrap().config.clone();
     assert_eq!(c.max_age, Duration::from_secs(60));
     assert_eq!(c.max_bytes, -1);
-    assert_eq!(c.duplicate_window, Duration::from_secs(60), "at most the age");
+    assert_eq!(
+        c.duplicate_window,
+        Duration::from_secs(60),
+        "at most the age"
+    );
     assert_eq!(sequences(&log.feed().await), (1..=12).collect::<Vec<_>>());
 
     // Deleted, it is rebuilt from the start of the log.

@@ -9,6 +9,7 @@
 //! skipped, saying why, otherwise.
 
 mod common;
+mod feed_support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -16,21 +17,15 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::TestServer;
-use futures::{StreamExt, TryStreamExt};
+use feed_support::{lifecycles, register_vms, serve};
+use futures::TryStreamExt;
 use orchestrator::client::CommandClient;
-use orchestrator::domain::command::{AssignVm, EndSession, RegisterVm, SessionRef, StartSession};
-use orchestrator::domain::Command;
 use orchestrator::log::Reader;
-use orchestrator::writer::Reply;
-use orchestrator_events::{
-    Actor, CellId, CommandId, EndReason, Envelope, Event, GameId, SessionId, UserId, VmId,
-};
+use orchestrator_events::{CellId, Envelope, Event};
 
 /// Sessions started, placed, paused, resumed and ended: five events each.
 const SESSIONS: usize = 20_000;
 const VMS: usize = 20;
-/// Sessions per batch request (five commands each: 1,000 commands).
-const PER_BATCH: usize = 200;
 
 fn python() -> Option<String> {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
@@ -53,28 +48,19 @@ fn python() -> Option<String> {
     None
 }
 
-fn serve(url: &str, data_dir: &Path) -> tokio::process::Child {
-    std::fs::create_dir_all(data_dir).unwrap();
-    let out = std::fs::File::create(data_dir.join("serve.log")).unwrap();
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
-        .args(["serve", "--nats-url", url, "--data-dir"])
-        .arg(data_dir)
-        .args(["--role", "writer,feed", "--max-sessions-per-user", "1000000"])
-        .args(["--pause-timeout", "off", "--placement-timeout", "off"])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the orchestrator binary starts")
-}
-
 fn consumer(python: &str, url: &str, dir: &Path) -> tokio::process::Child {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python/feed_analytics.py");
     tokio::process::Command::new(python)
         .arg(script)
-        .args(["--server", url, "--batch", "500", "--until-idle", "5", "--report"])
+        .args([
+            "--server",
+            url,
+            "--batch",
+            "500",
+            "--until-idle",
+            "5",
+            "--report",
+        ])
         .arg("--state")
         .arg(dir.join("state.json"))
         .arg("--ids-out")
@@ -85,64 +71,6 @@ fn consumer(python: &str, url: &str, dir: &Path) -> tokio::process::Child {
         .kill_on_drop(true)
         .spawn()
         .expect("the python consumer starts")
-}
-
-fn id(s: String) -> CommandId {
-    CommandId::parse(s).unwrap()
-}
-
-fn register(i: usize) -> (CommandId, Actor, Command) {
-    let command = Command::RegisterVm(RegisterVm {
-        vm_id: VmId::parse(format!("vm-{i}")).unwrap(),
-        capacity: 1_000,
-        labels: Default::default(),
-        heartbeat_ms: None,
-        endpoint: None,
-    });
-    (id(format!("register-{i}")), Actor::operator("ops"), command)
-}
-
-/// The five commands of session `i`.
-fn lifecycle(i: usize) -> Vec<(CommandId, Actor, Command)> {
-    let session_id = SessionId::parse(format!("p{i}")).unwrap();
-    let r = || SessionRef {
-        session_id: session_id.clone(),
-    };
-    let actor = Actor::service("gateway");
-    vec![
-        Command::StartSession(StartSession {
-            session_id: Some(session_id.clone()),
-            user_id: UserId::parse(format!("u{}", i % 500)).unwrap(),
-            game_id: GameId::parse(format!("game-{}", i % 7)).unwrap(),
-            requirements: Default::default(),
-        }),
-        Command::AssignVm(AssignVm {
-            session_id: session_id.clone(),
-            vm_id: None,
-            policy: None,
-            wait_ms: None,
-        }),
-        Command::PauseSession(r()),
-        Command::ResumeSession(r()),
-        Command::EndSession(EndSession {
-            session_id: session_id.clone(),
-            reason: EndReason::User,
-        }),
-    ]
-    .into_iter()
-    .enumerate()
-    .map(|(k, c)| (id(format!("c-{i}-{k}")), actor.clone(), c))
-    .collect()
-}
-
-async fn send(commands: &CommandClient, batch: &[(CommandId, Actor, Command)]) {
-    let replies = commands.send_batch(batch).await.expect("the writer answers");
-    for reply in replies {
-        assert!(
-            matches!(reply, Reply::Accepted { duplicate: false, .. }),
-            "{reply:?}"
-        );
-    }
 }
 
 /// Time in each state per game, as the example computes it (every session here ends).
@@ -186,7 +114,7 @@ async fn a_python_consumer_killed_midway_ends_with_exactly_the_log() {
     let Some(python) = python() else { return };
     let server = TestServer::start_default().await;
     let url = server.url();
-    let mut orchestrator = serve(&url, &server.dir().join("orchestrator"));
+    let mut orchestrator = serve(&url, &server.dir().join("orchestrator"), "writer,feed");
     let commands = CommandClient::new(
         server.client().await,
         CellId::default_cell(),
@@ -194,28 +122,13 @@ async fn a_python_consumer_killed_midway_ends_with_exactly_the_log() {
     );
 
     // The writer takes its lease, then 100,000 events arrive in batch requests, 4 in flight.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let first = register(0);
-    while !matches!(
-        commands.send(&first.0, &first.1, &first.2).await,
-        Ok(Reply::Accepted { .. })
-    ) {
-        assert!(Instant::now() < deadline, "the writer never served");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    send(&commands, &(1..VMS).map(register).collect::<Vec<_>>()).await;
+    register_vms(&commands, VMS).await;
     let started = Instant::now();
-    futures::stream::iter((0..SESSIONS).step_by(PER_BATCH))
-        .map(|from| {
-            let batch: Vec<_> = (from..from + PER_BATCH).flat_map(lifecycle).collect();
-            let commands = commands.clone();
-            async move { send(&commands, &batch).await }
-        })
-        .buffer_unordered(4)
-        .collect::<Vec<()>>()
-        .await;
+    lifecycles(&commands, 0, SESSIONS).await;
     let js = server.jetstream().await;
-    let reader = Reader::new(js.clone(), CellId::default_cell()).await.unwrap();
+    let reader = Reader::new(js.clone(), CellId::default_cell())
+        .await
+        .unwrap();
     let (last, events) = reader.read_to_end(1).await.unwrap();
     let events: Vec<_> = events.try_collect().await.unwrap();
     assert_eq!(events.len(), VMS + 5 * SESSIONS);

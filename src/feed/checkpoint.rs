@@ -103,14 +103,20 @@ mod tests {
     #[test]
     fn the_stream_wins_and_the_file_fills_in() {
         assert_eq!(start_position(FeedEnd::Empty, None, "1").unwrap(), 0);
-        assert_eq!(start_position(FeedEnd::Republished(9), None, "1").unwrap(), 9);
+        assert_eq!(
+            start_position(FeedEnd::Republished(9), None, "1").unwrap(),
+            9
+        );
         // A crash after a publish, before the file was saved: the stream knows better.
         let behind = start_position(FeedEnd::Republished(9), at(5, "1"), "1");
         assert_eq!(behind.unwrap(), 9);
         // Skipped messages after the last feed message.
         let ahead = start_position(FeedEnd::Republished(9), at(11, "1"), "1");
         assert_eq!(ahead.unwrap(), 11);
-        assert_eq!(start_position(FeedEnd::Expired, at(11, "1"), "1").unwrap(), 11);
+        assert_eq!(
+            start_position(FeedEnd::Expired, at(11, "1"), "1").unwrap(),
+            11
+        );
     }
 
     #[test]
@@ -127,7 +133,10 @@ mod tests {
     #[test]
     fn saves_and_loads() {
         let dir = tempfile::tempdir().unwrap();
-        let file = CheckpointFile::new(Some(dir.path()), &orchestrator_events::CellId::default_cell());
+        let file = CheckpointFile::new(
+            Some(dir.path()),
+            &orchestrator_events::CellId::default_cell(),
+        );
         assert_eq!(file.load(), None);
         let c = at(7, "123").unwrap();
         file.save(&c).unwrap();

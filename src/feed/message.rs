@@ -211,6 +211,9 @@ mod tests {
     #[test]
     fn times_are_utc_with_milliseconds() {
         assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_millis(1_700_000_000_005), "2023-11-14T22:13:20.005Z");
+        assert_eq!(
+            rfc3339_millis(1_700_000_000_005),
+            "2023-11-14T22:13:20.005Z"
+        );
     }
 }

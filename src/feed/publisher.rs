@@ -154,7 +154,8 @@ impl Publisher {
                     acks.push((s.seq, None));
                 }
                 Entry::Event(e) => {
-                    let msg = feed_message(&self.cell, e.seq, &e.envelope, self.previous.as_deref());
+                    let msg =
+                        feed_message(&self.cell, e.seq, &e.envelope, self.previous.as_deref());
                     let ack = self
                         .js
                         .publish_with_headers(msg.subject, msg.headers, msg.body.into())

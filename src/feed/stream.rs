@@ -59,7 +59,9 @@ pub fn stream_config(config: &FeedConfig, log: &LogIdentity) -> Config {
         max_message_size: FEED_MAX_MSG_SIZE,
         max_age: config.max_age,
         max_messages: -1,
-        max_bytes: config.max_bytes.map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX)),
+        max_bytes: config
+            .max_bytes
+            .map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX)),
         max_messages_per_subject: -1,
         ..Default::default()
     }

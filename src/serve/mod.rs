@@ -447,7 +447,12 @@ async fn run_roles(
         metrics.watch_connection("feed", feed_client.clone());
         let (m, sp) = (metrics.feed(), stop.clone());
         tracker.spawn(failures.clone().supervise("feed", move || {
-            crate::feed::run(feed_client.clone(), feed_config.clone(), m.clone(), sp.clone())
+            crate::feed::run(
+                feed_client.clone(),
+                feed_config.clone(),
+                m.clone(),
+                sp.clone(),
+            )
         }));
     }
     let mut http_line = "not run here".to_owned();
