@@ -34,7 +34,11 @@ fn python() -> Option<String> {
         .output();
     let why = match found {
         Ok(out) if out.status.success() => return Some(python),
-        Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        Ok(out) => String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_owned(),
         Err(e) => e.to_string(),
     };
     let message = format!(
