@@ -24,9 +24,10 @@ pub fn source(cell: &CellId) -> String {
     format!("orch/{cell}")
 }
 
-/// A feed message's body: a CloudEvents 1.0 event in the JSON format.
+/// A feed message's body: a CloudEvents 1.0 event in the JSON format. `D` is its data: the event
+/// itself when publishing (encoded in one pass), any JSON value when reading.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CloudEvent {
+pub struct CloudEvent<D = serde_json::Value> {
     /// Always `1.0`.
     pub specversion: String,
     /// The event id (the envelope's `event_id`), unique per event.
@@ -51,7 +52,7 @@ pub struct CloudEvent {
     /// The command's id.
     pub commandid: String,
     /// The event, as JSON.
-    pub data: serde_json::Value,
+    pub data: D,
 }
 
 /// A feed message ready to publish.
@@ -73,7 +74,7 @@ pub fn rfc3339_millis(at: Timestamp) -> String {
 }
 
 /// The CloudEvent of the event stored at `seq`.
-pub fn cloud_event(cell: &CellId, seq: u64, envelope: &Envelope) -> CloudEvent {
+pub fn cloud_event<'a>(cell: &CellId, seq: u64, envelope: &'a Envelope) -> CloudEvent<&'a Event> {
     let subject = match envelope.event.aggregate() {
         Aggregate::Session(id) => id.to_string(),
         Aggregate::Vm(id) => id.to_string(),
@@ -90,14 +91,8 @@ pub fn cloud_event(cell: &CellId, seq: u64, envelope: &Envelope) -> CloudEvent {
         actor: envelope.actor.to_string(),
         actorkind: envelope.actor.kind.as_str().to_owned(),
         commandid: envelope.command_id.clone(),
-        data: event_json(&envelope.event),
+        data: &envelope.event,
     }
-}
-
-fn event_json(event: &Event) -> serde_json::Value {
-    // Every event is plain data (strings, integers, maps with string keys): serde_json always
-    // encodes it.
-    serde_json::to_value(event).expect("an event always encodes as JSON")
 }
 
 /// The message that republishes the event stored at `seq`. `previous` is the event id of the feed
@@ -114,7 +109,8 @@ pub fn feed_message(
     if let Some(previous) = previous {
         headers.insert(NATS_EXPECTED_LAST_MESSAGE_ID, previous);
     }
-    // A struct of strings and a JSON value always encodes.
+    // Strings and an event, which is plain data (strings, integers, maps with string keys):
+    // serde_json always encodes them.
     let body = serde_json::to_vec(&cloud_event(cell, seq, envelope))
         .expect("a CloudEvent always encodes as JSON");
     FeedMessage {
