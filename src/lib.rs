@@ -10,6 +10,8 @@
 //! - [`nats_server`]: starts and supervises a local `nats-server` (the embedded default, and tests).
 //! - [`writer`]: the cell's single writer: receives commands, decides, appends, replies.
 //! - [`projections`]: sled read models rebuilt from the log, with read-your-writes.
+//! - [`feed`]: the JSON feed: every event republished once, in order, as a CloudEvent in a stream
+//!   of its own, for consumers in any language.
 //! - [`client`]: sends commands to a cell's writer over NATS (the CLI, the bridge, the benchmark).
 //! - [`clock`]: the wall clock, read at the edges only.
 //! - [`analytics`]: analyses of the recorded log, pure folds above the domain: usage for billing,
@@ -29,6 +31,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod domain;
+pub mod feed;
 pub mod http;
 pub mod log;
 pub mod metrics;

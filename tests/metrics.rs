@@ -35,6 +35,7 @@ fn config(server: &TestServer, data: &std::path::Path, roles: Roles) -> (ServeCo
         timers: Default::default(),
         bridge: BridgeArgs::default(),
         metrics_addr: Some(addr),
+        feed: Default::default(),
     };
     (config, addr)
 }
@@ -43,6 +44,7 @@ const WRITER: Roles = Roles {
     writer: true,
     projector: false,
     bridge: false,
+    feed: false,
 };
 
 fn register(vm: &str, capacity: u32) -> Command {
@@ -220,6 +222,7 @@ async fn a_projector_alone_exports_the_projections() {
         writer: false,
         projector: true,
         bridge: false,
+        feed: false,
     };
     let (config, addr) = config(&server, data.path(), roles);
     let serving = tokio::spawn(serve::run(config, stop.clone()));

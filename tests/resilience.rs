@@ -142,6 +142,7 @@ fn serve_config(url: String, data_dir: &std::path::Path) -> ServeConfig {
             writer: true,
             projector: true,
             bridge: false,
+            feed: false,
         },
         roles_explicit: true,
         domain,
@@ -150,6 +151,7 @@ fn serve_config(url: String, data_dir: &std::path::Path) -> ServeConfig {
         timers: Default::default(),
         bridge: BridgeArgs::default(),
         metrics_addr: None,
+        feed: Default::default(),
     }
 }
 

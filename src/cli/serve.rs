@@ -14,7 +14,9 @@ use crate::domain::DomainConfig;
 use crate::http::BridgeArgs;
 use crate::log::DEFAULT_LEASE_TTL;
 use crate::nats_server::Durability;
-use crate::serve::{GroupCommit, NatsMode, Roles, ServeConfig, DEFAULT_EMBEDDED_PORT};
+use crate::serve::{
+    FeedRetention, GroupCommit, NatsMode, Roles, ServeConfig, DEFAULT_EMBEDDED_PORT,
+};
 
 /// A role `serve` can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -25,6 +27,8 @@ pub enum Role {
     Projector,
     /// The HTTP bridge (runs a projector too, since it reads the projections).
     Bridge,
+    /// The JSON feed: republishes every event as a CloudEvent into `ORCH_<CELL>_FEED`.
+    Feed,
     /// Every role (the default).
     All,
 }
@@ -105,6 +109,14 @@ pub struct ServeArgs {
     /// serves them on its own port, to operator and service tokens.
     #[arg(long, env = "ORCH_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// How long the JSON feed stream (`ORCH_<CELL>_FEED`) keeps a message (`off`: no age limit).
+    /// Applied to an existing feed stream at start.
+    #[arg(long, env = "ORCH_FEED_MAX_AGE", default_value = "7d", value_parser = parse_timeout)]
+    pub feed_max_age: Timeout,
+    /// The most the feed stream keeps, the oldest dropped first: bytes, or with a K, M, G or T
+    /// suffix (powers of 1024), or `off`. Applied to an existing feed stream at start.
+    #[arg(long, env = "ORCH_FEED_MAX_BYTES", default_value = "off", value_parser = parse_bytes)]
+    pub feed_max_bytes: Bytes,
     /// The HTTP bridge.
     #[command(flatten)]
     pub bridge: BridgeArgs,
@@ -120,6 +132,7 @@ impl ServeArgs {
             writer: self.roles.contains(&Role::Writer),
             projector: self.roles.contains(&Role::Projector),
             bridge: self.roles.contains(&Role::Bridge),
+            feed: self.roles.contains(&Role::Feed),
         }
     }
 
@@ -187,6 +200,10 @@ impl ServeArgs {
             },
             bridge: self.bridge.clone(),
             metrics_addr: self.metrics_addr,
+            feed: FeedRetention {
+                max_age: self.feed_max_age.0.unwrap_or_default(),
+                max_bytes: self.feed_max_bytes.0,
+            },
         })
     }
 }
@@ -213,6 +230,38 @@ fn parse_timeout(s: &str) -> Result<Timeout, String> {
         return Err("0 would fire at once: use off".into());
     }
     Ok(Timeout(Some(d)))
+}
+
+/// A size in bytes, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bytes(pub Option<u64>);
+
+/// Parses `off` or a size such as `512M` (K, M, G, T: powers of 1024).
+fn parse_bytes(s: &str) -> Result<Bytes, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(Bytes(None));
+    }
+    let (digits, unit) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c.to_ascii_uppercase()),
+        _ => (s, 'B'),
+    };
+    let shift = match unit {
+        'B' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        'T' => 40,
+        _ => return Err(format!("{s}: a size such as 512M or 10G, or off")),
+    };
+    let n: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|e| format!("{s}: {e}: a size such as 512M or 10G, or off"))?;
+    match n.checked_mul(1 << shift) {
+        Some(0) => Err("0 would keep nothing: use off for no limit".into()),
+        Some(b) if b <= i64::MAX as u64 => Ok(Bytes(Some(b))),
+        _ => Err(format!("{s} is too large")),
+    }
 }
 
 /// Runs `serve` until `shutdown`.
@@ -263,5 +312,28 @@ mod tests {
         assert_eq!(c.timers.heartbeat_misses, 5);
         let argv = ["orchestrator", "serve", "--pause-timeout", "0s"];
         assert!(Cli::try_parse_from(argv).is_err(), "0 would fire at once");
+    }
+
+    #[test]
+    fn the_feed_is_a_role_with_its_retention() {
+        let c = serve(&[]).config().unwrap();
+        assert!(c.roles.feed, "on by default");
+        assert_eq!(c.feed.max_age, crate::feed::DEFAULT_MAX_AGE);
+        assert_eq!(c.feed.max_bytes, None);
+        let c = serve(&["--role", "writer,feed", "--feed-max-age", "1h"])
+            .config()
+            .unwrap();
+        assert!(c.roles.writer && c.roles.feed && !c.roles.projector && !c.roles.bridge);
+        assert_eq!(c.feed.max_age, Duration::from_secs(3600));
+        let c = serve(&["--role", "writer", "--feed-max-bytes", "2G"])
+            .config()
+            .unwrap();
+        assert!(!c.roles.feed);
+        assert_eq!(c.feed.max_bytes, Some(2 << 30));
+        assert_eq!(parse_bytes("100").unwrap(), Bytes(Some(100)));
+        assert_eq!(parse_bytes("off").unwrap(), Bytes(None));
+        assert!(parse_bytes("0").is_err() && parse_bytes("5X").is_err());
+        let off = serve(&["--feed-max-age", "off"]).config().unwrap();
+        assert!(off.feed.max_age.is_zero(), "no age limit");
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! - [`writer`]: [`WriterMetrics`], the writer's appends, recoveries, lease and commands.
 //! - [`bridge`]: [`BridgeMetrics`], the commands a bridge sent and how long they took.
+//! - [`feed`]: [`FeedMetrics`], the JSON feed's position, lag and messages republished.
 //! - [`views`]: the gauges read at scrape time: the projections, the stream's last sequence, the
 //!   NATS connections, the open event feeds.
 //! - [`exposition`]: the text formats (Prometheus 0.0.4 and OpenMetrics 1.0) and how a scrape
@@ -18,6 +19,7 @@
 
 pub mod bridge;
 pub mod exposition;
+pub mod feed;
 pub mod listener;
 pub mod views;
 pub mod writer;
@@ -32,6 +34,7 @@ use crate::projections::Projections;
 
 pub use bridge::{BridgeMetrics, Outcome};
 pub use exposition::Format;
+pub use feed::FeedMetrics;
 pub use listener::MetricsError;
 pub use writer::WriterMetrics;
 
@@ -46,6 +49,7 @@ struct Inner {
     registry: Mutex<Registry>,
     writer: OnceLock<WriterMetrics>,
     bridge: OnceLock<BridgeMetrics>,
+    feed: OnceLock<FeedMetrics>,
     sources: Mutex<views::Sources>,
 }
 
@@ -74,6 +78,14 @@ impl Metrics {
         self.inner
             .bridge
             .get_or_init(|| BridgeMetrics::register(&mut self.registry()))
+            .clone()
+    }
+
+    /// The feed's metrics, registered at the first call.
+    pub fn feed(&self) -> FeedMetrics {
+        self.inner
+            .feed
+            .get_or_init(|| FeedMetrics::register(&mut self.registry()))
             .clone()
     }
 

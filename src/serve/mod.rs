@@ -5,7 +5,8 @@
 //! runs each role as a task on a NATS connection of its own: the **writer**
 //! ([`crate::writer::run`]), the **projector** ([`crate::projections::projector::run`] with its
 //! `verify` responder) and the **bridge** (the HTTP API, which always runs with a projector since it
-//! reads the projections; its event feeds have a connection of their own too).
+//! reads the projections; its event feeds have a connection of their own too) and the **feed**
+//! ([`crate::feed::run`]: every event republished as a CloudEvent into `ORCH_<CELL>_FEED`).
 //!
 //! One role's failure never stops another: a role that fails (or ends by itself) is logged and
 //! started again after a backoff (100 ms doubling to 5 s), while the others go on. Only a
@@ -84,6 +85,8 @@ pub struct Roles {
     pub projector: bool,
     /// The HTTP bridge.
     pub bridge: bool,
+    /// The JSON feed: the log republished as CloudEvents into the feed stream.
+    pub feed: bool,
 }
 
 impl Roles {
@@ -92,6 +95,7 @@ impl Roles {
         writer: true,
         projector: true,
         bridge: true,
+        feed: true,
     };
 
     /// The roles' names, for humans.
@@ -105,6 +109,9 @@ impl Roles {
         }
         if self.bridge {
             names.push("bridge");
+        }
+        if self.feed {
+            names.push("feed");
         }
         names
     }
@@ -139,6 +146,26 @@ pub struct ServeConfig {
     pub bridge: BridgeArgs,
     /// Where to serve `GET /metrics` on a listener of its own (no authentication), if anywhere.
     pub metrics_addr: Option<SocketAddr>,
+    /// The feed stream's retention.
+    pub feed: FeedRetention,
+}
+
+/// How long and how much the feed stream keeps (its replicas are the log's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedRetention {
+    /// How long a message is kept (zero: no age limit).
+    pub max_age: Duration,
+    /// The most bytes kept, the oldest dropped first (`None`: no limit).
+    pub max_bytes: Option<u64>,
+}
+
+impl Default for FeedRetention {
+    fn default() -> Self {
+        Self {
+            max_age: crate::feed::DEFAULT_MAX_AGE,
+            max_bytes: None,
+        }
+    }
 }
 
 /// Why `serve` could not start or stopped with an error.
@@ -196,6 +223,9 @@ pub enum ServeError {
     /// The metrics listener could not start (its address in use...) or failed.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// The feed role failed (see the variant for what to do).
+    #[error("feed: {0}")]
+    Feed(#[from] crate::feed::FeedError),
     /// The `verify` responder could not subscribe.
     #[error("verify responder: {0}")]
     Admin(String),
@@ -389,6 +419,42 @@ async fn run_roles(
             writer::run(writer_client.clone(), writer_config.clone(), sp.clone())
         }));
     }
+    let mut feed_line = "not run here".to_owned();
+    if roles.feed {
+        let feed_config = crate::feed::FeedConfig {
+            cell: config.cell.clone(),
+            replicas: config.replicas,
+            max_age: config.feed.max_age,
+            max_bytes: config.feed.max_bytes,
+            checkpoint_dir: Some(config.data_dir.join("feed")),
+        };
+        feed_line = format!(
+            "{} over {} (kept {})",
+            orchestrator_events::subject::feed_stream_name(&config.cell),
+            orchestrator_events::subject::all_feed(&config.cell),
+            match (config.feed.max_age.is_zero(), config.feed.max_bytes) {
+                (true, None) => "forever".to_owned(),
+                (false, None) => humantime::format_duration(config.feed.max_age).to_string(),
+                (true, Some(b)) => format!("up to {b} bytes"),
+                (false, Some(b)) => format!(
+                    "{}, up to {b} bytes",
+                    humantime::format_duration(config.feed.max_age)
+                ),
+            }
+        );
+        let feed_client = connect(url, "feed").await?;
+        clients.push(feed_client.clone());
+        metrics.watch_connection("feed", feed_client.clone());
+        let (m, sp) = (metrics.feed(), stop.clone());
+        tracker.spawn(failures.clone().supervise("feed", move || {
+            crate::feed::run(
+                feed_client.clone(),
+                feed_config.clone(),
+                m.clone(),
+                sp.clone(),
+            )
+        }));
+    }
     let mut http_line = "not run here".to_owned();
     let no_tokens = config.bridge.tokens.is_none() && config.bridge.tokens_file.is_none();
     if roles.bridge && no_tokens && !config.roles_explicit {
@@ -438,6 +504,7 @@ async fn run_roles(
     println!("  HTTP:        {http_line}");
     println!("  metrics:     {metrics_line}");
     println!("  projections: {projections_line}");
+    println!("  feed:        {feed_line}");
     println!("ready (Ctrl-C or SIGTERM stops it)");
     stop.cancelled().await;
     tracing::info!("shutting down: waiting for the roles to finish");
