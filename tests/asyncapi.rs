@@ -7,7 +7,7 @@ use std::path::Path;
 
 use orchestrator::domain::command::{Command, SessionRef, COMMAND_NAMES};
 use orchestrator::writer::protocol::{encode_request, Reply};
-use orchestrator_events::subject::{command_subject, event_subject};
+use orchestrator_events::subject::{command_subject, event_subject, feed_subject};
 use orchestrator_events::{Actor, CellId, Envelope, Event, EventType, SessionId, VmId};
 use serde_json::{json, Value};
 
@@ -99,6 +99,16 @@ fn the_subjects_are_the_ones_the_code_uses() {
         .replace("{cell}", "eu-1")
         .replace("{vm_id}", "vm-1");
     assert_eq!(a, event_subject(&cell, &vm));
+    for (channel, event, id_param, id) in [
+        ("feed_session_events", &session, "{session_id}", "s-1"),
+        ("feed_vm_events", &vm, "{vm_id}", "vm-1"),
+    ] {
+        let a = address(&doc, channel)
+            .replace("{cell}", "eu-1")
+            .replace("{event_type}", event.event_type().as_str())
+            .replace(id_param, id);
+        assert_eq!(a, feed_subject(&cell, event));
+    }
     let types = &doc["components"]["messages"]["LogEvent"]["headers"]["properties"]
         ["Orch-Event-Type"]["enum"];
     for t in EventType::ALL {
@@ -182,19 +192,11 @@ fn real_messages_validate_against_their_schemas() {
     extra["command"]["colour"] = json!("red");
     assert!(!validator(&doc, request_schema).is_valid(&extra));
 
-    let cloudevent = json!({
-        "specversion": "1.0",
-        "id": envelope.event_id,
-        "source": "orch/default",
-        "type": "SessionPaused",
-        "subject": "s-1",
-        "time": "2024-11-27T11:04:03.443Z",
-        "datacontenttype": "application/json",
-        "sequence": "7",
-        "actor": "user:alice",
-        "actorkind": "user",
-        "commandid": "c-1",
-        "data": serde_json::to_value(&envelope.event).unwrap(),
-    });
+    let cloudevent = serde_json::to_value(orchestrator::feed::message::cloud_event(
+        &CellId::default_cell(),
+        7,
+        &envelope,
+    ))
+    .unwrap();
     assert_valid(&doc, "CloudEvent", &cloudevent);
 }

@@ -8,12 +8,10 @@
 //! `actor`, `actorkind` and `commandid`. `data` is the JSON serde gives the envelope's [`Event`]
 //! (externally tagged: `{"SessionStarted": {...}}`), the same as `tail --json` prints.
 
-use std::time::{Duration, SystemTime};
-
 use async_nats::header::{HeaderMap, NATS_EXPECTED_LAST_MESSAGE_ID, NATS_MESSAGE_ID};
 use orchestrator_events::event::Aggregate;
 use orchestrator_events::subject::feed_subject;
-use orchestrator_events::{CellId, Envelope, Event, Timestamp};
+use orchestrator_events::{CellId, Envelope, Event};
 use serde::{Deserialize, Serialize};
 
 /// The content type of a structured-mode CloudEvent in JSON.
@@ -66,13 +64,6 @@ pub struct FeedMessage {
     pub body: Vec<u8>,
 }
 
-/// An RFC 3339 time in UTC with milliseconds, e.g. `2023-11-14T22:13:20.000Z`.
-pub fn rfc3339_millis(at: Timestamp) -> String {
-    // The writer's clock gives times after 1970; an earlier one (never written) shows as the epoch.
-    let since_epoch = Duration::from_millis(u64::try_from(at).unwrap_or(0));
-    humantime::format_rfc3339_millis(SystemTime::UNIX_EPOCH + since_epoch).to_string()
-}
-
 /// The CloudEvent of the event stored at `seq`.
 pub fn cloud_event<'a>(cell: &CellId, seq: u64, envelope: &'a Envelope) -> CloudEvent<&'a Event> {
     let subject = match envelope.event.aggregate() {
@@ -85,7 +76,7 @@ pub fn cloud_event<'a>(cell: &CellId, seq: u64, envelope: &'a Envelope) -> Cloud
         source: source(cell),
         kind: envelope.event.event_type().as_str().to_owned(),
         subject,
-        time: rfc3339_millis(envelope.occurred_at),
+        time: orchestrator_events::rfc3339(envelope.occurred_at),
         datacontenttype: "application/json".to_owned(),
         sequence: seq.to_string(),
         actor: envelope.actor.to_string(),
@@ -206,9 +197,9 @@ mod tests {
 
     #[test]
     fn times_are_utc_with_milliseconds() {
-        assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(orchestrator_events::rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(
-            rfc3339_millis(1_700_000_000_005),
+            orchestrator_events::rfc3339(1_700_000_000_005),
             "2023-11-14T22:13:20.005Z"
         );
     }

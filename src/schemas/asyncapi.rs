@@ -279,7 +279,11 @@ pub fn asyncapi() -> Value {
             "headers": headers(
                 json!({
                     "Content-Type": { "const": "application/cloudevents+json" },
-                    "Nats-Msg-Id": { "type": "string", "description": "The event id." }
+                    "Nats-Msg-Id": { "type": "string", "description": "The event id." },
+                    "Nats-Expected-Last-Msg-Id": { "type": "string",
+                        "description": "The event id of the feed message before it (a server \
+                            check; absent on the first message of each publish batch): consumers \
+                            ignore it." }
                 }),
                 &["Content-Type", "Nats-Msg-Id"],
             ),
