@@ -19,6 +19,11 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use browser::{skip_reason, Browser};
 use http_support::{Harness, OPS};
+use orchestrator::client::CommandClient;
+use orchestrator::domain::command::RegisterVm;
+use orchestrator::domain::Command;
+use orchestrator::writer::Reply;
+use orchestrator_events::{Actor, CellId, Labels};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
@@ -239,4 +244,91 @@ async fn the_dashboard_shows_the_pool_live_and_as_it_was() {
     )
     .await;
     b.screenshot(&screenshots().join("04-history-and-charts.png")).await;
+}
+
+/// Registers `n` VMs (`vm-00000`...) of capacity 8 in batch requests of 1,000.
+async fn register_many(h: &Harness, n: usize) {
+    let client = CommandClient::new(h.client.clone(), CellId::default_cell(), Duration::from_secs(60));
+    let actor = Actor::operator("ops");
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1_000) {
+        let commands: Vec<_> = chunk
+            .iter()
+            .map(|i| {
+                let command = Command::RegisterVm(RegisterVm {
+                    vm_id: format!("vm-{i:05}").parse().expect("a VM id"),
+                    capacity: 8,
+                    labels: Labels::default(),
+                    heartbeat_ms: None,
+                    endpoint: None,
+                });
+                (format!("reg-{i}").parse().expect("a command id"), actor.clone(), command)
+            })
+            .collect();
+        let replies = client.send_batch(&commands).await.expect("the batch");
+        assert!(replies.iter().all(|r| matches!(r, Reply::Accepted { .. })), "{:?}", replies.first());
+    }
+    let last = h.last_seq().await;
+    h.store
+        .wait_for(last, Duration::from_secs(120))
+        .await
+        .expect("the projections catch up");
+}
+
+/// Measures the page with 10,000 VMs: from sign-in to the grid drawn, the grid's draw itself, and
+/// from a command's acknowledgement to the page showing it. Prints the figures; asserts no timing.
+/// `cargo test --test dashboard -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+async fn dashboard_with_10000_vms() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping the dashboard measurement: {why}");
+        return;
+    }
+    const N: usize = 10_000;
+    let h = Harness::start().await;
+    let t = Instant::now();
+    register_many(&h, N).await;
+    eprintln!("registered {N} VMs in {:?}", t.elapsed());
+    // Some load, so that the grid has colours.
+    for i in 0..40 {
+        session_on(&h, &format!("p{i}"), &format!("vm-{:05}", i * 7 % 60)).await;
+    }
+    let base = listen(&h).await;
+    let mut b = Browser::launch(1366, 768).await;
+    let t = Instant::now();
+    b.navigate(&format!("{base}/dashboard")).await;
+    b.wait_for("document.body.dataset.ready === 'yes'", WAIT, "'not ready'")
+        .await;
+    let ready = t.elapsed();
+    b.eval("document.getElementById('token').focus()").await;
+    b.type_text(OPS).await;
+    let t = Instant::now();
+    b.eval("document.querySelector('#login button[type=submit]').click()")
+        .await;
+    b.wait_for(
+        &format!("document.getElementById('pool').dataset.drawnVms === '{N}'"),
+        Duration::from_secs(60),
+        "document.getElementById('error').innerText",
+    )
+    .await;
+    let drawn = t.elapsed();
+    let draw_ms = b.eval("document.getElementById('pool').dataset.drawMs").await;
+    b.screenshot(&screenshots().join("10k-pool.png")).await;
+
+    let mut latencies = Vec::new();
+    for i in 0..5 {
+        let vm = format!("vm-{:05}", 100 + i);
+        let a = h.call("POST", &format!("/v1/vms/{vm}/drain"), Some(OPS), None).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        latencies.push(b.wait_for(&row_is(&vm, "draining", 0), WAIT, "'no update'").await);
+    }
+    latencies.sort();
+    eprintln!(
+        "10,000 VMs: navigation to the page ready {ready:?}; sign-in to the grid drawn {drawn:?} \
+         (the canvas draw itself {draw_ms} ms); a drain's acknowledgement to the page showing it: \
+         median {:?}, max {:?} over {} drains",
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1],
+        latencies.len()
+    );
 }
