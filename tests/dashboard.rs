@@ -32,7 +32,9 @@ const WAIT: Duration = Duration::from_secs(20);
 fn screenshots() -> PathBuf {
     std::env::var_os("DASHBOARD_SCREENSHOTS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-screenshots"))
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-screenshots")
+        })
 }
 
 /// Serves the harness's bridge on a real port; returns its base URL.
@@ -83,8 +85,12 @@ fn row_is(vm: &str, status: &str, used: u32) -> String {
 async fn sign_in(b: &mut Browser, base: &str) {
     b.navigate(&format!("{base}/dashboard")).await;
     // The page's module has run (it is deferred: a click before it would find no handler).
-    b.wait_for("document.body.dataset.ready === 'yes'", WAIT, "document.body.innerHTML.slice(0, 300)")
-        .await;
+    b.wait_for(
+        "document.body.dataset.ready === 'yes'",
+        WAIT,
+        "document.body.innerHTML.slice(0, 300)",
+    )
+    .await;
     b.eval("document.getElementById('token').focus()").await;
     b.type_text(OPS).await;
     b.eval("document.querySelector('#login button[type=submit]').click()")
@@ -114,7 +120,8 @@ async fn the_dashboard_shows_the_pool_live_and_as_it_was() {
             session_on(&h, &format!("u{i}-{s}"), &vm).await;
         }
     }
-    h.call("POST", "/v1/vms/gpu-05/drain", Some(OPS), None).await;
+    h.call("POST", "/v1/vms/gpu-05/drain", Some(OPS), None)
+        .await;
     let before_drain = h.last_seq().await;
     let expected = h.call("GET", "/v1/vms", Some(OPS), None).await.json["vms"].clone();
 
@@ -139,14 +146,24 @@ async fn the_dashboard_shows_the_pool_live_and_as_it_was() {
     assert_eq!(shown["vm-a"], json!(["available", 3, 4]));
     assert_eq!(shown["vm-b"], json!(["available", 1, 4]));
     assert_eq!(shown["vm-c"], json!(["available", 0, 2]));
-    assert_eq!(b.eval("document.getElementById('pool').dataset.drawnVms").await, "39");
-    let active = h.call("GET", "/v1/capacity", Some(OPS), None).await.json["sessions"]["active"].clone();
     assert_eq!(
-        b.eval("Number(document.getElementById('n-active').textContent)").await,
+        b.eval("document.getElementById('pool').dataset.drawnVms")
+            .await,
+        "39"
+    );
+    let active =
+        h.call("GET", "/v1/capacity", Some(OPS), None).await.json["sessions"]["active"].clone();
+    assert_eq!(
+        b.eval("Number(document.getElementById('n-active').textContent)")
+            .await,
         active
     );
-    b.wait_for("document.querySelectorAll('#feed li').length > 0", WAIT, "'no activity'")
-        .await;
+    b.wait_for(
+        "document.querySelectorAll('#feed li').length > 0",
+        WAIT,
+        "'no activity'",
+    )
+    .await;
     b.screenshot(&screenshots().join("01-pool.png")).await;
 
     // Drain vm-b through the page's button: the event comes back on the feed and the cell changes.
@@ -178,7 +195,11 @@ async fn the_dashboard_shows_the_pool_live_and_as_it_was() {
     session_on(&h, "player-live", "vm-c").await;
     let acked = sent.elapsed();
     let shown_after = b
-        .wait_for(&row_is("vm-c", "available", 1), WAIT, "document.getElementById('conn').innerText")
+        .wait_for(
+            &row_is("vm-c", "available", 1),
+            WAIT,
+            "document.getElementById('conn').innerText",
+        )
         .await;
     eprintln!("a session started elsewhere showed {shown_after:?} after its acknowledgement (the command took {acked:?})");
     b.screenshot(&screenshots().join("02-live.png")).await;
@@ -198,7 +219,10 @@ async fn the_dashboard_shows_the_pool_live_and_as_it_was() {
     ))
     .await;
     b.wait_for(
-        &format!("document.body.classList.contains('past') && {}", row_is("vm-b", "available", 1)),
+        &format!(
+            "document.body.classList.contains('past') && {}",
+            row_is("vm-b", "available", 1)
+        ),
         WAIT,
         "document.getElementById('seq-out').innerText",
     )
@@ -210,21 +234,30 @@ async fn the_dashboard_shows_the_pool_live_and_as_it_was() {
         .as_str()
         .unwrap()
         .contains(&format!("sequence {before_drain}")));
-    b.screenshot(&screenshots().join("03-time-travel.png")).await;
+    b.screenshot(&screenshots().join("03-time-travel.png"))
+        .await;
 
     // Live again.
     b.eval("document.getElementById('live').click()").await;
     b.wait_for(
-        &format!("!document.body.classList.contains('past') && {}", row_is("vm-b", "draining", 1)),
+        &format!(
+            "!document.body.classList.contains('past') && {}",
+            row_is("vm-b", "draining", 1)
+        ),
         WAIT,
         "document.getElementById('seq-out').innerText",
     )
     .await;
 
     // A session's history, from the feed or the VM's session list.
-    b.eval("document.getElementById('vm-sessions').click()").await;
-    b.wait_for("document.querySelector('#vm-session-list button')", WAIT, "'no sessions'")
+    b.eval("document.getElementById('vm-sessions').click()")
         .await;
+    b.wait_for(
+        "document.querySelector('#vm-session-list button')",
+        WAIT,
+        "'no sessions'",
+    )
+    .await;
     b.eval("document.querySelector('#vm-session-list button').click()")
         .await;
     b.wait_for(
@@ -243,12 +276,17 @@ async fn the_dashboard_shows_the_pool_live_and_as_it_was() {
         "document.getElementById('chart-util-text').innerText",
     )
     .await;
-    b.screenshot(&screenshots().join("04-history-and-charts.png")).await;
+    b.screenshot(&screenshots().join("04-history-and-charts.png"))
+        .await;
 }
 
 /// Registers `n` VMs (`vm-00000`...) of capacity 8 in batch requests of 1,000.
 async fn register_many(h: &Harness, n: usize) {
-    let client = CommandClient::new(h.client.clone(), CellId::default_cell(), Duration::from_secs(60));
+    let client = CommandClient::new(
+        h.client.clone(),
+        CellId::default_cell(),
+        Duration::from_secs(60),
+    );
     let actor = Actor::operator("ops");
     for chunk in (0..n).collect::<Vec<_>>().chunks(1_000) {
         let commands: Vec<_> = chunk
@@ -261,11 +299,19 @@ async fn register_many(h: &Harness, n: usize) {
                     heartbeat_ms: None,
                     endpoint: None,
                 });
-                (format!("reg-{i}").parse().expect("a command id"), actor.clone(), command)
+                (
+                    format!("reg-{i}").parse().expect("a command id"),
+                    actor.clone(),
+                    command,
+                )
             })
             .collect();
         let replies = client.send_batch(&commands).await.expect("the batch");
-        assert!(replies.iter().all(|r| matches!(r, Reply::Accepted { .. })), "{:?}", replies.first());
+        assert!(
+            replies.iter().all(|r| matches!(r, Reply::Accepted { .. })),
+            "{:?}",
+            replies.first()
+        );
     }
     let last = h.last_seq().await;
     h.store
@@ -312,15 +358,22 @@ async fn dashboard_with_10000_vms() {
     )
     .await;
     let drawn = t.elapsed();
-    let draw_ms = b.eval("document.getElementById('pool').dataset.drawMs").await;
+    let draw_ms = b
+        .eval("document.getElementById('pool').dataset.drawMs")
+        .await;
     b.screenshot(&screenshots().join("10k-pool.png")).await;
 
     let mut latencies = Vec::new();
     for i in 0..5 {
         let vm = format!("vm-{:05}", 100 + i);
-        let a = h.call("POST", &format!("/v1/vms/{vm}/drain"), Some(OPS), None).await;
+        let a = h
+            .call("POST", &format!("/v1/vms/{vm}/drain"), Some(OPS), None)
+            .await;
         assert_eq!(a.status, StatusCode::OK, "{}", a.text);
-        latencies.push(b.wait_for(&row_is(&vm, "draining", 0), WAIT, "'no update'").await);
+        latencies.push(
+            b.wait_for(&row_is(&vm, "draining", 0), WAIT, "'no update'")
+                .await,
+        );
     }
     latencies.sort();
     eprintln!(

@@ -35,7 +35,10 @@ async fn the_state_as_of_a_sequence_or_a_time() {
         ),
         (&json!("available"), &json!(1), &json!(1))
     );
-    assert_eq!((&then.json["capacity"], &then.json["used"]), (&json!(2), &json!(1)));
+    assert_eq!(
+        (&then.json["capacity"], &then.json["used"]),
+        (&json!(2), &json!(1))
+    );
 
     // A time: the state after the last event at or before it.
     let at = then.json["as_of_time"].as_str().unwrap().to_owned();
@@ -44,17 +47,38 @@ async fn the_state_as_of_a_sequence_or_a_time() {
         .await;
     assert!(by_time.json["as_of_seq"].as_u64().unwrap() >= placed);
     let before = h.call("GET", "/v1/state?at=0", Some(OPS), None).await;
-    assert_eq!((before.json["as_of_seq"].as_u64(), before.json["vms"].as_array().map(Vec::len)), (Some(0), Some(0)));
+    assert_eq!(
+        (
+            before.json["as_of_seq"].as_u64(),
+            before.json["vms"].as_array().map(Vec::len)
+        ),
+        (Some(0), Some(0))
+    );
 
     let past = h.call("GET", "/v1/state?at=999", Some(OPS), None).await;
-    assert_eq!((past.status, past.code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_argument"), "{}", past.text);
-    let junk = h.call("GET", "/v1/state?at=yesterday", Some(OPS), None).await;
-    assert_eq!(junk.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", junk.text);
+    assert_eq!(
+        (past.status, past.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_argument"),
+        "{}",
+        past.text
+    );
+    let junk = h
+        .call("GET", "/v1/state?at=yesterday", Some(OPS), None)
+        .await;
+    assert_eq!(
+        junk.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        junk.text
+    );
     for token in [ALICE, GATEWAY] {
         let a = h.call("GET", "/v1/state", Some(token), None).await;
         assert_eq!(a.status, StatusCode::FORBIDDEN);
     }
-    assert_eq!(h.call("GET", "/v1/state", None, None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        h.call("GET", "/v1/state", None, None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
@@ -79,7 +103,9 @@ async fn the_timeline_samples_the_window() {
     assert_eq!(points[0]["at_ms"], a.json["from_ms"]);
     assert_eq!(points.last().unwrap()["at_ms"], a.json["to_ms"]);
     // The window's end is exclusive of its own event: one session placed, or two.
-    let active = points.last().unwrap()["sessions_by_status"]["active"].as_u64().unwrap();
+    let active = points.last().unwrap()["sessions_by_status"]["active"]
+        .as_u64()
+        .unwrap();
     assert!((1..=2).contains(&active), "{}", a.text);
 
     let now = chrono_now();
@@ -93,14 +119,30 @@ async fn the_timeline_samples_the_window() {
         .await;
     let last_point = a.json["points"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(
-        (&last_point["used"], &last_point["capacity"], &last_point["utilisation"]),
+        (
+            &last_point["used"],
+            &last_point["capacity"],
+            &last_point["utilisation"]
+        ),
         (&json!(2), &json!(4), &json!(0.5))
     );
     let bad = h
-        .call("GET", &format!("/v1/stats/timeline?from=1&to={last}&step=0"), Some(OPS), None)
+        .call(
+            "GET",
+            &format!("/v1/stats/timeline?from=1&to={last}&step=0"),
+            Some(OPS),
+            None,
+        )
         .await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.text);
-    let a = h.call("GET", "/v1/stats/timeline?from=1&to=2&step=1s", Some(GATEWAY), None).await;
+    let a = h
+        .call(
+            "GET",
+            "/v1/stats/timeline?from=1&to=2&step=1s",
+            Some(GATEWAY),
+            None,
+        )
+        .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
 }
 
@@ -114,10 +156,23 @@ async fn the_dashboard_page_and_its_assets_are_served() {
     let page = h.call("GET", "/dashboard", None, None).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.header("content-type").starts_with("text/html"));
-    assert!(page.header("content-security-policy").contains("default-src 'self'"));
+    assert!(page
+        .header("content-security-policy")
+        .contains("default-src 'self'"));
     assert!(page.text.contains("/dashboard/app.js"));
-    for asset in ["app.js", "api.js", "pool.js", "feed.js", "history.js", "travel.js", "charts.js", "dashboard.css"] {
-        let a = h.call("GET", &format!("/dashboard/{asset}"), None, None).await;
+    for asset in [
+        "app.js",
+        "api.js",
+        "pool.js",
+        "feed.js",
+        "history.js",
+        "travel.js",
+        "charts.js",
+        "dashboard.css",
+    ] {
+        let a = h
+            .call("GET", &format!("/dashboard/{asset}"), None, None)
+            .await;
         assert_eq!(a.status, StatusCode::OK, "{asset}");
         assert!(!a.text.is_empty());
     }

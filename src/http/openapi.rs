@@ -7,13 +7,13 @@ use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::{JsonSchema, Schema};
 use serde_json::{json, Map, Value};
 
+use super::as_of::StateQuery;
 use super::errors::Problem;
+use super::timeline::TimelineQuery;
 use super::types::{
     AssignBody, CommandResponse, EmptyBody, EndBody, EventsQuery, Health, History, LogEvent,
     Readiness, RegisterVmBody, SessionQuery, StartSessionBody, VmList,
 };
-use super::as_of::StateQuery;
-use super::timeline::TimelineQuery;
 use super::usage::UsageQuery;
 use crate::analytics::as_of::Snapshot;
 use crate::analytics::timeline::Timeline;

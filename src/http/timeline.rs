@@ -56,7 +56,11 @@ pub async fn timeline(
 ) -> Result<Json<Timeline>, ApiError> {
     auth.require_operator()?;
     let ApiQuery(q) = query?;
-    let (from, to, step) = (point("from", &q.from)?, point("to", &q.to)?, step_ms(&q.step)?);
+    let (from, to, step) = (
+        point("from", &q.from)?,
+        point("to", &q.to)?,
+        step_ms(&q.step)?,
+    );
     let reader = &state.get().feed_reader;
     let read = async {
         let Resolved { window, last_seq } = resolve(reader, from, to).await?;

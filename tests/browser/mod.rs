@@ -134,7 +134,10 @@ impl Browser {
         self.next_id += 1;
         let id = self.next_id;
         let msg = json!({"id": id, "method": method, "params": params}).to_string();
-        self.ws.send(Message::text(msg)).await.expect("DevTools send");
+        self.ws
+            .send(Message::text(msg))
+            .await
+            .expect("DevTools send");
         loop {
             let frame = tokio::time::timeout(Duration::from_secs(60), self.ws.next())
                 .await
@@ -186,9 +189,16 @@ impl Browser {
 
     /// Waits until `expression` is truthy; returns how long it took. Panics after `within`, saying
     /// what `describe` (another expression) shows then.
-    pub async fn wait_for(&mut self, expression: &str, within: Duration, describe: &str) -> Duration {
+    pub async fn wait_for(
+        &mut self,
+        expression: &str,
+        within: Duration,
+        describe: &str,
+    ) -> Duration {
         let start = Instant::now();
-        let check = format!("(() => {{ try {{ return !!({expression}); }} catch (e) {{ return false; }} }})()");
+        let check = format!(
+            "(() => {{ try {{ return !!({expression}); }} catch (e) {{ return false; }} }})()"
+        );
         loop {
             if self.eval(&check).await == Value::Bool(true) {
                 return start.elapsed();
