@@ -4,9 +4,9 @@
 //! missing or repeated, and its time in each state per game equals the same computed here from the
 //! log.
 //!
-//! The interpreter is `$PYTHON` (default `python3`), with nats-py installed (`.ci/run` makes a venv
-//! from `examples/python/requirements.txt`). Without nats-py the test fails when `CI` is set and is
-//! skipped, saying why, otherwise.
+//! The interpreter is `$PYTHON` (default `python3`), with nats-py installed (`scripts/test` makes a
+//! venv with `scripts/python-venv` from `examples/python/requirements.txt`). Without nats-py the
+//! test fails when `CI` is set and is skipped, saying why, otherwise.
 
 mod common;
 mod feed_support;
@@ -42,8 +42,8 @@ fn python() -> Option<String> {
         Err(e) => e.to_string(),
     };
     let message = format!(
-        "nats-py is not importable by {python} ({why}): run `.ci/run`'s install step, or make a \
-         venv with `pip install -r examples/python/requirements.txt` and set PYTHON to its python"
+        "nats-py is not importable by {python} ({why}): run the tests with `scripts/test`, or \
+         set PYTHON to the python that `scripts/python-venv` prints"
     );
     if std::env::var_os("CI").is_some() {
         panic!("{message}");

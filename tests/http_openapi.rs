@@ -87,5 +87,5 @@ async fn every_documented_route_exists() {
             );
         }
     }
-    assert_eq!(n, 20, "routes documented");
+    assert_eq!(n, 22, "routes documented");
 }

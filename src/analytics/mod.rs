@@ -2,12 +2,18 @@
 //! its rules) and below the command line and the bridge (which print and serve them).
 //!
 //! - [`window`]: a window of event time and how a sequence or a time becomes its bounds.
+//! - [`as_of`]: the cell as of a sequence or a time, replayed from the log (`state --at`,
+//!   `GET /v1/state`).
+//! - [`timeline`]: sessions per status and pool utilisation sampled over a window (the dashboard's
+//!   charts).
 //! - [`read`]: streams the log into an analysis, with progress.
 //! - [`usage`]: time in each status per user, game or VM, for billing.
 //! - [`whatif`]: the recorded demand replayed against another placement policy or pool, compared
 //!   with what was recorded.
 
+pub mod as_of;
 pub mod read;
+pub mod timeline;
 pub mod usage;
 pub mod whatif;
 pub mod window;

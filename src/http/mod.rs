@@ -12,12 +12,17 @@
 //! - [`idempotency`] and [`rate_limit`]: keys in flight, per-principal token buckets.
 //! - [`sessions`], [`history`], [`vms`], [`events`], [`usage`], [`ops`]: the routes; [`feeds`]: the caps on
 //!   open event feeds.
+//! - [`as_of`] and [`timeline`]: the cell as of a moment and sampled over a window, replayed from the
+//!   log (the dashboard's time slider and charts).
+//! - [`dashboard`]: the operators' web page, embedded in the binary.
 //! - [`types`]: the request and response bodies; [`openapi`]: the OpenAPI 3.1 document built from
 //!   them; [`metrics`]: `GET /metrics`.
 
 pub mod args;
+pub mod as_of;
 pub mod auth;
 pub mod commands;
+pub mod dashboard;
 pub mod errors;
 pub mod events;
 pub mod extract;
@@ -31,6 +36,7 @@ pub mod rate_limit;
 pub mod server;
 pub mod sessions;
 pub mod state;
+pub mod timeline;
 pub mod tokens;
 pub mod types;
 pub mod usage;

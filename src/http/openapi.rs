@@ -7,12 +7,16 @@ use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::{JsonSchema, Schema};
 use serde_json::{json, Map, Value};
 
+use super::as_of::StateQuery;
 use super::errors::Problem;
+use super::timeline::TimelineQuery;
 use super::types::{
     AssignBody, CommandResponse, EmptyBody, EndBody, EventsQuery, Health, History, LogEvent,
     Readiness, RegisterVmBody, SessionQuery, StartSessionBody, VmList,
 };
 use super::usage::UsageQuery;
+use crate::analytics::as_of::Snapshot;
+use crate::analytics::timeline::Timeline;
 use crate::analytics::UsageReport;
 use crate::projections::{Capacity, SessionPage, SessionView, VmView};
 
@@ -84,6 +88,8 @@ fn routes() -> Vec<Route> {
         r("get", "/v1/capacity", "capacity", "Capacity of the cell and sessions per status", Staff, None, (200, "Capacity", Json(schema::<Capacity>())), &[]),
         Route { query: Some(schema::<EventsQuery>()), ..r("get", "/v1/events", "events", "The log as Server-Sent Events: `id` = stream sequence, `data` = a LogEvent (a player: their own sessions' events only); open feeds are capped per caller and in all (429 `too_many_feeds`)", Anyone, None, (200, "An endless event stream; each `data:` is a LogEvent", Events), &[400, 404, 503]) },
         Route { query: Some(schema::<UsageQuery>()), ..r("get", "/v1/usage", "usage", "Time each user's, game's or VM's sessions spent in each status within `[from, to)`, read from the log (see docs/analytics.md)", Operator, None, (200, "The usage", Json(schema::<UsageReport>())), &[400, 422, 503]) },
+        Route { query: Some(schema::<StateQuery>()), ..r("get", "/v1/state", "stateAt", "The cell as of a stream sequence or a time (VMs with their loads and status, sessions per status, the queue), replayed from the log as `orchestrator state --at` does", Operator, None, (200, "The cell as of the moment", Json(schema::<Snapshot>())), &[400, 422, 503]) },
+        Route { query: Some(schema::<TimelineQuery>()), ..r("get", "/v1/stats/timeline", "statsTimeline", "Sessions per status and pool utilisation sampled every `step` over `[from, to]`, folded from the log (at most 2,000 points)", Operator, None, (200, "The timeline", Json(schema::<Timeline>())), &[400, 422, 503]) },
         r("get", "/healthz", "healthz", "Liveness", Public, None, (200, "Alive", Json(schema::<Health>())), &[]),
         r("get", "/readyz", "readyz", "Readiness: NATS connected and the stream readable (else 503, same body); the projections' lag for operators and services", Public, None, (200, "Ready", Json(schema::<Readiness>())), &[]),
         r("get", "/metrics", "metrics", "Prometheus metrics", Staff, None, (200, "Prometheus text format 0.0.4, or OpenMetrics 1.0 when Accept asks for it", Text), &[]),

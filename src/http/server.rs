@@ -14,7 +14,7 @@ use super::args::BridgeArgs;
 use super::errors::ApiError;
 use super::state::AppState;
 use super::tokens::TokenError;
-use super::{events, history, metrics, ops, sessions, usage, vms};
+use super::{as_of, dashboard, events, history, metrics, ops, sessions, timeline, usage, vms};
 use crate::log::LogError;
 use crate::metrics::Metrics;
 use crate::projections::Projections;
@@ -67,6 +67,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/capacity", get(vms::capacity))
         .route("/v1/events", get(events::events))
         .route("/v1/usage", get(usage::usage))
+        .route("/v1/state", get(as_of::state_at))
+        .route("/v1/stats/timeline", get(timeline::timeline))
+        .route("/dashboard", get(dashboard::page))
+        .route("/dashboard/", get(dashboard::page))
+        .route("/dashboard/{file}", get(dashboard::asset))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(metrics::metrics))
