@@ -186,7 +186,9 @@ async def run(args):
     while not stopping.is_set():
         try:
             msgs = await psub.fetch(args.batch, timeout=1)
-        except NatsTimeout:
+        except (NatsTimeout, asyncio.TimeoutError):
+            # nats-py raises its own TimeoutError, or asyncio's when a fetch expires while the
+            # consumer is still starting (seen right after recreating it on nats-server 2.15).
             idle += 1
             if args.until_idle and idle >= args.until_idle:
                 break
