@@ -1,4 +1,4 @@
-//! Extractors that answer with problems: JSON bodies (415, 413, 400), ids in the path (400), query
+//! Extractors that answer with problems: JSON bodies (415, 413, 400; a JSON object only), ids in the path (400), query
 //! strings (400) and the `Idempotency-Key` header (400).
 
 use axum::body::Bytes;
@@ -65,6 +65,7 @@ async fn read_json<T: DeserializeOwned>(
     if !json {
         return Err(ApiError::UnsupportedMediaType);
     }
+    require_object(&bytes)?;
     let de = &mut serde_json::Deserializer::from_slice(&bytes);
     deserialize_all(de).map(Some)
 }
@@ -87,6 +88,16 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
         Ok(OptionalJson(
             read_json(req, state, true).await?.unwrap_or_default(),
         ))
+    }
+}
+
+/// Every request body the bridge reads is a JSON object (the OpenAPI document's `type: object`).
+/// serde would read a struct from an array too (`["vm-1", 2, {}]` as a `RegisterVmBody`), so any
+/// other JSON value is refused here, for every route at once, before it is deserialised.
+fn require_object(bytes: &[u8]) -> Result<(), ApiError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(()),
+        _ => Err(ApiError::Malformed("the body must be a JSON object".into())),
     }
 }
 

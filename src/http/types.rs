@@ -74,8 +74,10 @@ pub struct EmptyBody {}
 pub struct RegisterVmBody {
     /// The VM.
     pub vm_id: VmId,
-    /// How many sessions (active + paused) it holds.
-    pub capacity: u32,
+    /// How many sessions (active + paused) it holds, 1 to 1,024. Any other integer (0, negative, too
+    /// large) is 422 `invalid_argument` with `field: capacity`, like every semantic range.
+    #[schemars(range(min = 1, max = 1024))]
+    pub capacity: i64,
     /// Its labels.
     #[serde(default)]
     pub labels: Labels,
