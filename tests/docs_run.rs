@@ -1,6 +1,6 @@
 //! The shell examples of README.md and docs/http.md run as written: every ```sh block (but those
-//! marked `<!-- not run -->` just before the fence, and the README's CLI section, whose spellings
-//! are the CLI's own to change) runs in order with `bash -euo pipefail` against a real system like
+//! marked `<!-- not run -->` just before the fence: starting the system, installing, NATS CLI
+//! calls, the benchmark) runs in order with `bash -euo pipefail` against a real system like
 //! `scripts/serve`'s: `orchestrator serve` with its embedded nats-server, the demo tokens of
 //! scripts/serve, a fresh data directory. Only the addresses and the binary are rewritten (to free
 //! ports and the debug binary). The examples check their own statuses (`curl --fail-with-body`, or
@@ -24,18 +24,13 @@ struct Block {
     text: String,
 }
 
-/// The ```sh and ```bash blocks of `markdown`, but those marked [`NOT_RUN`] and those under the
-/// headings in `skip_sections` (a `## ` heading and what follows it, up to the next one).
-fn runnable_blocks(markdown: &str, skip_sections: &[&str]) -> Vec<Block> {
+/// The ```sh and ```bash blocks of `markdown`, but those marked [`NOT_RUN`].
+fn runnable_blocks(markdown: &str) -> Vec<Block> {
     let lines: Vec<&str> = markdown.lines().collect();
     let mut blocks = Vec::new();
-    let mut section = "";
     let mut i = 0;
     while i < lines.len() {
         let line = lines[i];
-        if let Some(heading) = line.strip_prefix("## ") {
-            section = heading.trim();
-        }
         let fence = line.trim_end();
         if fence == "```sh" || fence == "```bash" {
             let marked = lines[..i]
@@ -46,7 +41,7 @@ fn runnable_blocks(markdown: &str, skip_sections: &[&str]) -> Vec<Block> {
             let end = (i + 1..lines.len())
                 .find(|&j| lines[j].trim_end() == "```")
                 .unwrap_or_else(|| panic!("line {}: an unclosed block", i + 1));
-            if !marked && !skip_sections.contains(&section) {
+            if !marked {
                 blocks.push(Block {
                     line: i + 1,
                     text: lines[i + 1..end].join("\n"),
@@ -66,12 +61,16 @@ fn unchecked_curls(block: &str) -> Vec<String> {
         .replace("\\\n", " ")
         .lines()
         .filter(|l| l.trim_start().starts_with("curl "))
-        .filter(|l| {
-            !l.contains("--fail-with-body")
-                && !(l.contains("%{http_code}") && l.contains("| grep ' "))
-        })
+        .filter(|l| !checks_status(l))
         .map(str::to_owned)
         .collect()
+}
+
+/// `--fail-with-body` (a 2xx or nothing), or the status curl prints last compared with `grep`.
+fn checks_status(curl: &str) -> bool {
+    let fails = curl.contains("--fail-with-body");
+    let compared = curl.contains("%{http_code}") && curl.contains("| grep ' ");
+    fails || compared
 }
 
 /// The demo tokens scripts/serve sets, read from the script itself.
@@ -199,8 +198,8 @@ fn doc(path: &str) -> String {
 #[test]
 fn every_curl_of_the_docs_checks_its_status() {
     let mut unchecked = Vec::new();
-    for (path, skip) in [("README.md", &["CLI"][..]), ("docs/http.md", &[][..])] {
-        for b in runnable_blocks(&doc(path), skip) {
+    for path in ["README.md", "docs/http.md"] {
+        for b in runnable_blocks(&doc(path)) {
             for c in unchecked_curls(&b.text) {
                 unchecked.push(format!("{path}:{}: {c}", b.line));
             }
@@ -215,8 +214,8 @@ fn every_curl_of_the_docs_checks_its_status() {
 
 #[test]
 fn the_readme_and_the_http_walkthrough_run_as_written() {
-    let readme = runnable_blocks(&doc("README.md"), &["CLI"]);
-    let http = runnable_blocks(&doc("docs/http.md"), &[]);
+    let readme = runnable_blocks(&doc("README.md"));
+    let http = runnable_blocks(&doc("docs/http.md"));
     assert!(readme.len() >= 3 && http.len() >= 8, "blocks lost");
     let system = System::start();
     // The README's examples first, then the walkthrough on the same log: their ids do not meet.

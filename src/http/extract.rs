@@ -1,6 +1,8 @@
 //! Extractors that answer with problems: JSON bodies (415, 413, 400; a JSON object only), ids in the path (400), query
 //! strings (400) and the `Idempotency-Key` header (400).
 
+use std::ops::RangeInclusive;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::header::CONTENT_TYPE;
@@ -89,6 +91,25 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
             read_json(req, state, true).await?.unwrap_or_default(),
         ))
     }
+}
+
+/// A number of a request body checked against its range. serde reads it as an `i64`, so that
+/// any integer out of the range (negative, too large for the command's type) is the same 422
+/// `invalid_argument` naming the field, as the writer answers for 0; only a value that is not an
+/// integer at all is 400.
+pub fn in_range<T: TryFrom<i64>>(
+    field: &str,
+    value: i64,
+    range: RangeInclusive<i64>,
+) -> Result<T, ApiError> {
+    let out = || ApiError::InvalidArgument {
+        field: field.into(),
+        reason: format!("must be {} to {}", range.start(), range.end()),
+    };
+    if !range.contains(&value) {
+        return Err(out());
+    }
+    T::try_from(value).map_err(|_| out())
 }
 
 /// Every request body the bridge reads is a JSON object (the OpenAPI document's `type: object`).

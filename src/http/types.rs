@@ -50,7 +50,8 @@ pub struct AssignBody {
     /// 3,600,000) instead of answering 409 `no_capacity`: the answer is 202 with the queued session
     /// and its position, and the session is placed first come, first served, as room frees.
     #[serde(default)]
-    pub wait_ms: Option<u64>,
+    #[schemars(range(min = 1, max = 3_600_000))]
+    pub wait_ms: Option<i64>,
 }
 
 /// `POST /v1/sessions/{id}/end`.
@@ -84,7 +85,8 @@ pub struct RegisterVmBody {
     /// The interval of its heartbeats in milliseconds (100 to 600,000), published on
     /// `orch.<cell>.heartbeat.<vm_id>`; absent: it sends none and is never declared lost.
     #[serde(default)]
-    pub heartbeat_ms: Option<u32>,
+    #[schemars(range(min = 100, max = 600_000))]
+    pub heartbeat_ms: Option<i64>,
     /// Where a session's client connects; shown to the session's owner once placed.
     #[serde(default)]
     pub endpoint: Option<Endpoint>,

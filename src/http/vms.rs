@@ -7,29 +7,15 @@ use axum::Json;
 use super::auth::Auth;
 use super::commands::{self, Subject};
 use super::errors::ApiError;
-use super::extract::{ApiJson, IdempotencyKey, OptionalJson, VmPath};
+use super::extract::{in_range, ApiJson, IdempotencyKey, OptionalJson, VmPath};
 use super::state::AppState;
 use super::types::{EmptyBody, RegisterVmBody, VmList};
-use crate::domain::command::{RegisterVm, VmRef};
+use crate::domain::command::{RegisterVm, VmRef, HEARTBEAT_MS_RANGE};
 use crate::domain::{Command, DomainConfig};
 use crate::projections::{Capacity, VmView};
 
 fn store_error(e: crate::projections::ProjectionError) -> ApiError {
     ApiError::Internal(format!("projection store: {e}"))
-}
-
-/// A VM's capacity from a request: an integer out of 1 to the domain's maximum is the same 422
-/// `invalid_argument` the writer gives 0, whatever its sign or size (serde would refuse a negative
-/// `u32` with a 400).
-fn vm_capacity(capacity: i64) -> Result<u32, ApiError> {
-    let max = DomainConfig::default().max_vm_capacity;
-    u32::try_from(capacity)
-        .ok()
-        .filter(|c| (1..=max).contains(c))
-        .ok_or_else(|| ApiError::InvalidArgument {
-            field: "capacity".into(),
-            reason: format!("must be 1 to {max}"),
-        })
 }
 
 /// `POST /v1/vms` (operator).
@@ -40,13 +26,19 @@ pub async fn register(
     ApiJson(body): ApiJson<RegisterVmBody>,
 ) -> Result<Response, ApiError> {
     auth.require_operator()?;
-    let capacity = vm_capacity(body.capacity)?;
+    let max = i64::from(DomainConfig::default().max_vm_capacity);
+    let capacity = in_range("capacity", body.capacity, 1..=max)?;
+    let (lo, hi) = HEARTBEAT_MS_RANGE.into_inner();
+    let heartbeat_ms = body
+        .heartbeat_ms
+        .map(|h| in_range("heartbeat_ms", h, i64::from(lo)..=i64::from(hi)))
+        .transpose()?;
     let vm_id = body.vm_id.clone();
     let command = Command::RegisterVm(RegisterVm {
         vm_id: body.vm_id,
         capacity,
         labels: body.labels,
-        heartbeat_ms: body.heartbeat_ms,
+        heartbeat_ms,
         endpoint: body.endpoint,
     });
     let (command_id, _guard) = commands::command_id(&state, &auth.0, key)?;
