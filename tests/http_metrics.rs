@@ -31,6 +31,18 @@ async fn every_answer_is_counted_by_route_method_and_status() {
         .call("GET", &format!("/v1/sessions/{s}"), Some(ALICE), None)
         .await;
     assert_eq!(read.status, StatusCode::OK, "{}", read.text);
+    let form = h
+        .send(
+            axum::http::Request::builder()
+                .method("POST")
+                .uri("/v1/sessions")
+                .header("authorization", format!("Bearer {ALICE}"))
+                .header("content-type", "text/plain")
+                .body(axum::body::Body::from("game_id=g"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(form.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let unknown = h.call("GET", "/no/such/route/xyz", Some(ALICE), None).await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
 
@@ -50,6 +62,7 @@ async fn every_answer_is_counted_by_route_method_and_status() {
         "orch_http_requests_total{route=\"/v1/sessions\",method=\"GET\",status=\"401\"} 1\n",
         "orch_http_requests_total{route=\"/v1/sessions\",method=\"GET\",status=\"400\"} 1\n",
         "orch_http_requests_total{route=\"/v1/vms\",method=\"GET\",status=\"403\"} 1\n",
+        "orch_http_requests_total{route=\"/v1/sessions\",method=\"POST\",status=\"415\"} 1\n",
         "orch_http_requests_total{route=\"/v1/sessions/{id}\",method=\"GET\",status=\"200\"} 1\n",
         "orch_http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\"} 1\n",
         "orch_http_requests_total{route=\"/v1/events\",method=\"GET\",status=\"200\"} 1\n",
