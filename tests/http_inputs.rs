@@ -74,6 +74,14 @@ fn cases() -> Vec<Case> {
         case("both vm_id and policy", "POST", "/v1/sessions/s-1/assign", r#"{"vm_id": "vm-1", "policy": "spread"}"#, 422, "invalid_argument"),
         case("explicit policy", "POST", "/v1/sessions/s-1/assign", r#"{"policy": "explicit"}"#, 422, "invalid_argument"),
         Case { token: OPS, ..case("zero capacity", "POST", "/v1/vms", r#"{"vm_id": "vm-2", "capacity": 0}"#, 422, "invalid_argument") },
+        Case { token: OPS, ..case("negative capacity", "POST", "/v1/vms", r#"{"vm_id": "vm-2", "capacity": -1}"#, 422, "invalid_argument") },
+        Case { token: OPS, ..case("capacity over the maximum", "POST", "/v1/vms", r#"{"vm_id": "vm-2", "capacity": 1025}"#, 422, "invalid_argument") },
+        Case { token: OPS, ..case("capacity over u32", "POST", "/v1/vms", r#"{"vm_id": "vm-2", "capacity": 4294967297}"#, 422, "invalid_argument") },
+        Case { token: OPS, ..case("negative heartbeat", "POST", "/v1/vms", r#"{"vm_id": "vm-2", "capacity": 1, "heartbeat_ms": -1}"#, 422, "invalid_argument") },
+        Case { token: OPS, ..case("heartbeat too short", "POST", "/v1/vms", r#"{"vm_id": "vm-2", "capacity": 1, "heartbeat_ms": 99}"#, 422, "invalid_argument") },
+        case("negative wait", "POST", "/v1/sessions/s-1/assign", r#"{"wait_ms": -5}"#, 422, "invalid_argument"),
+        case("a start whose wait is out of range starts nothing", "POST", "/v1/sessions", r#"{"game_id": "g", "assign": {"wait_ms": 0}}"#, 422, "invalid_argument"),
+        Case { token: OPS, ..case("fractional capacity", "POST", "/v1/vms", r#"{"vm_id": "vm-2", "capacity": 1.5}"#, 400, "malformed_request") },
         Case { token: OPS, ..case("a VM twice", "POST", "/v1/vms", r#"{"vm_id": "vm-1", "capacity": 1}"#, 409, "already_exists") },
         Case { token: GATEWAY, ..case("a session id taken", "POST", "/v1/sessions", r#"{"user_id": "alice", "game_id": "g", "session_id": "s-1"}"#, 409, "already_exists") },
         case("a player's session id", "POST", "/v1/sessions", r#"{"game_id": "g", "session_id": "s-2"}"#, 422, "invalid_argument"),
@@ -82,6 +90,17 @@ fn cases() -> Vec<Case> {
         case("unknown query parameter", "GET", "/v1/sessions?colour=red", "", 400, "malformed_request"),
         case("unknown event type", "GET", "/v1/events?type=SessionStarted,Nope", "", 400, "malformed_request"),
         Case { headers: &[("last-event-id", "yesterday")], ..case("bad Last-Event-ID", "GET", "/v1/events", "", 400, "malformed_request") },
+        // Every POST route reads a JSON object only: serde would read a struct from an array.
+        Case { token: OPS, ..case("an array to register a VM", "POST", "/v1/vms", r#"["vm-arr", 2, {}]"#, 400, "malformed_request") },
+        Case { token: GATEWAY, ..case("an array to start", "POST", "/v1/sessions", r#"["alice", "g", "s-arr"]"#, 400, "malformed_request") },
+        case("an array to pause", "POST", "/v1/sessions/s-1/pause", "[]", 400, "malformed_request"),
+        case("an array to resume", "POST", "/v1/sessions/s-1/resume", "[]", 400, "malformed_request"),
+        case("an array to end", "POST", "/v1/sessions/s-1/end", r#"["user"]"#, 400, "malformed_request"),
+        case("an array to assign", "POST", "/v1/sessions/s-1/assign", r#"["vm-1"]"#, 400, "malformed_request"),
+        Case { token: OPS, ..case("an array to drain", "POST", "/v1/vms/vm-1/drain", "[]", 400, "malformed_request") },
+        Case { token: OPS, ..case("an array to retire", "POST", "/v1/vms/vm-1/retire", "[]", 400, "malformed_request") },
+        case("null to pause", "POST", "/v1/sessions/s-1/pause", "null", 400, "malformed_request"),
+        Case { token: OPS, ..case("a string to register a VM", "POST", "/v1/vms", r#""vm-arr""#, 400, "malformed_request") },
         case("unknown route", "GET", "/v1/nothing", "", 404, "not_found"),
         case("wrong method", "DELETE", "/v1/sessions", "", 405, "method_not_allowed"),
     ]
@@ -211,4 +230,23 @@ async fn problems_never_leak_internal_details() {
         .as_str()
         .unwrap()
         .contains("Idempotency-Key"));
+}
+
+#[tokio::test]
+async fn capacity_bounds_are_the_documented_ones() {
+    // The OpenAPI document states the rule the bridge applies: 1 to the domain's maximum.
+    let doc: serde_json::Value =
+        serde_json::from_str(include_str!("../schemas/openapi.json")).unwrap();
+    let capacity = &doc["components"]["schemas"]["RegisterVmBody"]["properties"]["capacity"];
+    let max = orchestrator::domain::DomainConfig::default().max_vm_capacity;
+    assert_eq!(
+        (capacity["minimum"].as_u64(), capacity["maximum"].as_u64()),
+        (Some(1), Some(u64::from(max))),
+        "{capacity}"
+    );
+    let h = Harness::start().await;
+    for (vm, c) in [("vm-min", 1), ("vm-max", max)] {
+        let a = h.register_vm(vm, c).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{vm}: {}", a.text);
+    }
 }

@@ -1,5 +1,7 @@
-//! Extractors that answer with problems: JSON bodies (415, 413, 400), ids in the path (400), query
+//! Extractors that answer with problems: JSON bodies (415, 413, 400; a JSON object only), ids in the path (400), query
 //! strings (400) and the `Idempotency-Key` header (400).
+
+use std::ops::RangeInclusive;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
@@ -65,6 +67,7 @@ async fn read_json<T: DeserializeOwned>(
     if !json {
         return Err(ApiError::UnsupportedMediaType);
     }
+    require_object(&bytes)?;
     let de = &mut serde_json::Deserializer::from_slice(&bytes);
     deserialize_all(de).map(Some)
 }
@@ -87,6 +90,35 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
         Ok(OptionalJson(
             read_json(req, state, true).await?.unwrap_or_default(),
         ))
+    }
+}
+
+/// A number of a request body checked against its range. serde reads it as an `i64`, so that
+/// any integer out of the range (negative, too large for the command's type) is the same 422
+/// `invalid_argument` naming the field, as the writer answers for 0; only a value that is not an
+/// integer at all is 400.
+pub fn in_range<T: TryFrom<i64>>(
+    field: &str,
+    value: i64,
+    range: RangeInclusive<i64>,
+) -> Result<T, ApiError> {
+    let out = || ApiError::InvalidArgument {
+        field: field.into(),
+        reason: format!("must be {} to {}", range.start(), range.end()),
+    };
+    if !range.contains(&value) {
+        return Err(out());
+    }
+    T::try_from(value).map_err(|_| out())
+}
+
+/// Every request body the bridge reads is a JSON object (the OpenAPI document's `type: object`).
+/// serde would read a struct from an array too (`["vm-1", 2, {}]` as a `RegisterVmBody`), so any
+/// other JSON value is refused here, for every route at once, before it is deserialised.
+fn require_object(bytes: &[u8]) -> Result<(), ApiError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(()),
+        _ => Err(ApiError::Malformed("the body must be a JSON object".into())),
     }
 }
 

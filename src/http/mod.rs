@@ -10,6 +10,7 @@
 //! - [`errors`]: [`ApiError`], problem+json, and the table mapping every code to a status.
 //! - [`commands`]: sending a command and answering with read-your-writes.
 //! - [`idempotency`] and [`rate_limit`]: keys in flight, per-principal token buckets.
+//! - [`observe`]: the middleware counting every request by route, method and status.
 //! - [`sessions`], [`history`], [`vms`], [`events`], [`usage`], [`ops`]: the routes; [`feeds`]: the caps on
 //!   open event feeds.
 //! - [`as_of`] and [`timeline`]: the cell as of a moment and sampled over a window, replayed from the
@@ -30,6 +31,7 @@ pub mod feeds;
 pub mod history;
 pub mod idempotency;
 pub mod metrics;
+pub mod observe;
 pub mod openapi;
 pub mod ops;
 pub mod rate_limit;

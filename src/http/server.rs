@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use axum::extract::{DefaultBodyLimit, State};
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use orchestrator_events::CellId;
@@ -14,7 +15,9 @@ use super::args::BridgeArgs;
 use super::errors::ApiError;
 use super::state::AppState;
 use super::tokens::TokenError;
-use super::{as_of, dashboard, events, history, metrics, ops, sessions, timeline, usage, vms};
+use super::{
+    as_of, dashboard, events, history, metrics, observe, ops, sessions, timeline, usage, vms,
+};
 use crate::log::LogError;
 use crate::metrics::Metrics;
 use crate::projections::Projections;
@@ -79,6 +82,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            observe::track,
+        ))
         .with_state(state)
 }
 

@@ -8,11 +8,11 @@ use orchestrator_events::{CommandId, EndReason, SessionId};
 use super::auth::Auth;
 use super::commands::{self, Subject};
 use super::errors::ApiError;
-use super::extract::{ApiJson, ApiQuery, IdempotencyKey, OptionalJson, SessionPath};
+use super::extract::{in_range, ApiJson, ApiQuery, IdempotencyKey, OptionalJson, SessionPath};
 use super::state::AppState;
 use super::tokens::Role;
 use super::types::{AssignBody, EmptyBody, EndBody, SessionQuery, StartSessionBody};
-use crate::domain::command::{AssignVm, EndSession, SessionRef, StartSession};
+use crate::domain::command::{AssignVm, EndSession, SessionRef, StartSession, MAX_WAIT_MS};
 use crate::domain::Command;
 use crate::projections::{SessionFilter, SessionPage, SessionView};
 
@@ -62,6 +62,13 @@ pub async fn create(
     ApiJson(body): ApiJson<StartSessionBody>,
 ) -> Result<Response, ApiError> {
     let principal = &auth.0;
+    // Checked before the start is sent, so that a bad wait leaves no session behind.
+    let wait_ms = body
+        .assign
+        .as_ref()
+        .and_then(|a| a.wait_ms)
+        .map(wait_ms)
+        .transpose()?;
     let user_id = match (principal.player(), body.user_id) {
         (Some(me), None) => me,
         (Some(me), Some(u)) if u == me => u,
@@ -120,7 +127,7 @@ pub async fn create(
             session_id: session_id.clone(),
             vm_id: assign.vm_id,
             policy: assign.policy,
-            wait_ms: assign.wait_ms,
+            wait_ms,
         });
         match commands::send(&state, principal, &assign_id, &command).await {
             Ok(a) => applied.push(a),
@@ -259,6 +266,11 @@ pub async fn end(
     session_command(state, auth, key, id, command).await
 }
 
+/// An `assign`'s `wait_ms`: 1 to [`MAX_WAIT_MS`], else 422 `invalid_argument`.
+fn wait_ms(ms: i64) -> Result<u64, ApiError> {
+    in_range("wait_ms", ms, 1..=MAX_WAIT_MS as i64)
+}
+
 /// `POST /v1/sessions/{id}/assign`.
 pub async fn assign(
     State(state): State<AppState>,
@@ -271,7 +283,7 @@ pub async fn assign(
         session_id: id.clone(),
         vm_id: body.vm_id,
         policy: body.policy,
-        wait_ms: body.wait_ms,
+        wait_ms: body.wait_ms.map(wait_ms).transpose()?,
     });
     session_command(state, auth, key, id, command).await
 }

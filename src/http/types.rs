@@ -50,7 +50,8 @@ pub struct AssignBody {
     /// 3,600,000) instead of answering 409 `no_capacity`: the answer is 202 with the queued session
     /// and its position, and the session is placed first come, first served, as room frees.
     #[serde(default)]
-    pub wait_ms: Option<u64>,
+    #[schemars(range(min = 1, max = 3_600_000))]
+    pub wait_ms: Option<i64>,
 }
 
 /// `POST /v1/sessions/{id}/end`.
@@ -74,15 +75,18 @@ pub struct EmptyBody {}
 pub struct RegisterVmBody {
     /// The VM.
     pub vm_id: VmId,
-    /// How many sessions (active + paused) it holds.
-    pub capacity: u32,
+    /// How many sessions (active + paused) it holds, 1 to 1,024. Any other integer (0, negative, too
+    /// large) is 422 `invalid_argument` with `field: capacity`, like every semantic range.
+    #[schemars(range(min = 1, max = 1024))]
+    pub capacity: i64,
     /// Its labels.
     #[serde(default)]
     pub labels: Labels,
     /// The interval of its heartbeats in milliseconds (100 to 600,000), published on
     /// `orch.<cell>.heartbeat.<vm_id>`; absent: it sends none and is never declared lost.
     #[serde(default)]
-    pub heartbeat_ms: Option<u32>,
+    #[schemars(range(min = 100, max = 600_000))]
+    pub heartbeat_ms: Option<i64>,
     /// Where a session's client connects; shown to the session's owner once placed.
     #[serde(default)]
     pub endpoint: Option<Endpoint>,

@@ -7,11 +7,11 @@ use axum::Json;
 use super::auth::Auth;
 use super::commands::{self, Subject};
 use super::errors::ApiError;
-use super::extract::{ApiJson, IdempotencyKey, OptionalJson, VmPath};
+use super::extract::{in_range, ApiJson, IdempotencyKey, OptionalJson, VmPath};
 use super::state::AppState;
 use super::types::{EmptyBody, RegisterVmBody, VmList};
-use crate::domain::command::{RegisterVm, VmRef};
-use crate::domain::Command;
+use crate::domain::command::{RegisterVm, VmRef, HEARTBEAT_MS_RANGE};
+use crate::domain::{Command, DomainConfig};
 use crate::projections::{Capacity, VmView};
 
 fn store_error(e: crate::projections::ProjectionError) -> ApiError {
@@ -26,12 +26,19 @@ pub async fn register(
     ApiJson(body): ApiJson<RegisterVmBody>,
 ) -> Result<Response, ApiError> {
     auth.require_operator()?;
+    let max = i64::from(DomainConfig::default().max_vm_capacity);
+    let capacity = in_range("capacity", body.capacity, 1..=max)?;
+    let (lo, hi) = HEARTBEAT_MS_RANGE.into_inner();
+    let heartbeat_ms = body
+        .heartbeat_ms
+        .map(|h| in_range("heartbeat_ms", h, i64::from(lo)..=i64::from(hi)))
+        .transpose()?;
     let vm_id = body.vm_id.clone();
     let command = Command::RegisterVm(RegisterVm {
         vm_id: body.vm_id,
-        capacity: body.capacity,
+        capacity,
         labels: body.labels,
-        heartbeat_ms: body.heartbeat_ms,
+        heartbeat_ms,
         endpoint: body.endpoint,
     });
     let (command_id, _guard) = commands::command_id(&state, &auth.0, key)?;

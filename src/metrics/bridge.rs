@@ -1,5 +1,6 @@
-//! The bridge's metrics: the commands it sent to the writer, their outcomes and how long the
-//! writer took to answer. Each bridge of many counts what it served.
+//! The bridge's metrics: every request it answered by route, method and status, and how long it
+//! took; the commands it sent to the writer, their outcomes and how long the writer took to answer.
+//! Each bridge of many counts what it served.
 
 use std::time::Duration;
 
@@ -55,6 +56,23 @@ struct CodeLabels {
     code: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    method: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+/// The `route` label of a request that matched no route: one value, whatever the URI, so that
+/// scanners cannot grow the label set.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
@@ -65,6 +83,8 @@ pub struct BridgeMetrics {
     commands: Family<OutcomeLabels, Counter>,
     rejections: Family<CodeLabels, Counter>,
     duration: Family<CommandLabels, Histogram>,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Family<RouteLabels, Histogram>,
 }
 
 impl BridgeMetrics {
@@ -74,7 +94,20 @@ impl BridgeMetrics {
             commands: Family::default(),
             rejections: Family::default(),
             duration: Family::new_with_constructor(latency_histogram),
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(latency_histogram),
         };
+        registry.register(
+            "orch_http_requests",
+            "Requests this bridge answered, by route template, method and status",
+            m.requests.clone(),
+        );
+        registry.register_with_unit(
+            "orch_http_request_duration",
+            "Time from a request's arrival to its response's head (an event feed's stream not included)",
+            Unit::Seconds,
+            m.request_duration.clone(),
+        );
         registry.register(
             "orch_http_commands",
             "Commands this bridge sent to the writer, by outcome",
@@ -92,6 +125,23 @@ impl BridgeMetrics {
             m.duration.clone(),
         );
         m
+    }
+
+    /// Counts one answered request. `route` is the matched route's template (`/v1/sessions/{id}`)
+    /// or [`UNMATCHED_ROUTE`], never the raw path.
+    pub fn record_request(&self, route: &str, method: &str, status: u16, took: Duration) {
+        let route = route.to_owned();
+        let method = method.to_owned();
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.clone(),
+                method: method.clone(),
+                status,
+            })
+            .inc();
+        self.request_duration
+            .get_or_create(&RouteLabels { route, method })
+            .observe(took.as_secs_f64());
     }
 
     /// Counts one command and its latency.

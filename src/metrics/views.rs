@@ -137,6 +137,8 @@ impl Collector for Gauges {
         if let Some(open) = self.feeds_open {
             let help = "Event feeds (GET /v1/events) this bridge serves now";
             gauge(e, "orch_http_event_feeds_open", help, None, open as u64)?;
+            let help = "SSE clients (GET /v1/events) connected to this bridge now";
+            gauge(e, "orch_http_sse_clients", help, None, open as u64)?;
         }
         if let Some(p) = &self.projections {
             p.encode(e)?;
