@@ -3,7 +3,8 @@
 //! the projections' data dir (locked by `serve`) nor a bridge token, and always agree with `state`.
 
 use clap::Args;
-use orchestrator_events::{Endpoint, Labels, SessionId, VmId};
+use futures::StreamExt;
+use orchestrator_events::{EndReason, Endpoint, Event, Labels, SessionId, VmId};
 use serde::Serialize;
 
 use super::{format, CliError, NatsArgs};
@@ -41,7 +42,7 @@ pub struct VmGetArgs {
 pub enum SessionCommand {
     /// One session: status, user, game, VM, since when (exit 1 when there is no such session).
     Get(SessionGetArgs),
-    /// Sessions, sorted by id (every status by default, ended ones included).
+    /// Sessions not ended, sorted by id (ended ones: `session get <id>` or `history <id>`).
     #[command(visible_alias = "ls")]
     List(SessionListArgs),
 }
@@ -61,8 +62,8 @@ pub struct SessionGetArgs {
 /// `session list`.
 #[derive(Debug, Clone, Args)]
 pub struct SessionListArgs {
-    /// Only sessions in this status: starting, active, paused or ended.
-    #[arg(long, value_parser = parse_session_status)]
+    /// Only sessions in this status: starting, active or paused.
+    #[arg(long, value_parser = parse_live_status)]
     pub status: Option<SessionStatus>,
     /// Only this user's sessions.
     #[arg(long)]
@@ -97,6 +98,60 @@ struct SessionDetail {
     status_since: String,
     /// Labels its VM must carry (emptied once placed).
     requirements: Labels,
+    /// Why it ended, once ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end_reason: Option<EndReason>,
+}
+
+/// An ended session, from its own events (the cell's state keeps only the ids of ended ones).
+async fn ended(nats: &NatsArgs, id: &SessionId) -> Result<Option<SessionDetail>, CliError> {
+    let (client, reader) = nats.reader("session get").await?;
+    let mut stream = reader
+        .session_history(id)
+        .await
+        .map_err(|e| nats.log_error(e))?;
+    let mut detail: Option<SessionDetail> = None;
+    while let Some(ev) = stream.next().await {
+        let ev = ev.map_err(|e| nats.log_error(e))?;
+        let at = format::time(ev.envelope.occurred_at);
+        match (&ev.envelope.event, detail.as_mut()) {
+            (
+                Event::SessionStarted {
+                    user_id,
+                    game_id,
+                    requirements,
+                    ..
+                },
+                _,
+            ) => {
+                detail = Some(SessionDetail {
+                    row: SessionRow {
+                        session_id: id.clone(),
+                        user_id: user_id.to_string(),
+                        game_id: game_id.to_string(),
+                        status: SessionStatus::Starting,
+                        vm_id: None,
+                        started_at: at.clone(),
+                        queued_until: None,
+                    },
+                    status_since: at,
+                    requirements: requirements.clone(),
+                    end_reason: None,
+                })
+            }
+            (Event::SessionAssigned { vm_id, .. }, Some(d)) => d.row.vm_id = Some(vm_id.clone()),
+            (Event::SessionEnded { reason, vm_id, .. }, Some(d)) => {
+                d.row.status = SessionStatus::Ended;
+                d.row.vm_id = vm_id.clone().or(d.row.vm_id.take());
+                d.status_since = at;
+                d.end_reason = Some(*reason);
+            }
+            _ => {}
+        }
+    }
+    // Best effort: everything was read.
+    let _ = client.drain().await;
+    Ok(detail.filter(|d| d.row.status == SessionStatus::Ended))
 }
 
 fn parse_vm_status(s: &str) -> Result<VmStatus, String> {
@@ -111,9 +166,14 @@ fn parse_vm_status(s: &str) -> Result<VmStatus, String> {
     .ok_or_else(|| format!("{s:?}: expected available, draining, retired or lost"))
 }
 
-fn parse_session_status(s: &str) -> Result<SessionStatus, String> {
-    SessionStatus::parse(s)
-        .ok_or_else(|| format!("{s:?}: expected starting, active, paused or ended"))
+fn parse_live_status(s: &str) -> Result<SessionStatus, String> {
+    match SessionStatus::parse(s) {
+        Some(SessionStatus::Ended) => Err("ended sessions are not listed (the cell keeps only \
+             their ids): use `session get <id>` or `history <id>`"
+            .to_owned()),
+        Some(status) => Ok(status),
+        None => Err(format!("{s:?}: expected starting, active or paused")),
+    }
 }
 
 /// The cell now, replayed from the log.
@@ -246,8 +306,13 @@ async fn session_get(args: SessionGetArgs) -> Result<(), CliError> {
                 row,
                 status_since: format::time(s.since.at),
                 requirements: s.requirements.clone(),
+                end_reason: None,
             })
     });
+    let found = match found {
+        Some(d) => Some(d),
+        None => ended(&args.nats, &args.session).await?,
+    };
     let Some(detail) = found else {
         return Err(CliError::Invalid(format!(
             "no session {} in cell {}",
@@ -269,6 +334,9 @@ async fn session_get(args: SessionGetArgs) -> Result<(), CliError> {
     outln!("game:     {}", r.game_id);
     outln!("vm:       {}", r.vm_id.as_ref().map_or("-", |v| v.as_str()));
     outln!("started:  {}", r.started_at);
+    if let Some(reason) = detail.end_reason {
+        outln!("reason:   {}", reason.as_str());
+    }
     if let Some(until) = &r.queued_until {
         outln!("queued until {until}");
     }
