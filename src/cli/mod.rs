@@ -8,7 +8,7 @@
 //! - [`rebuild`], [`verify`]: operate the projections; [`quarantine`]: skip an undecodable message.
 //! - [`session`], [`vm`]: send commands to the cell's writer; [`agent`]: send a VM's heartbeats.
 //! - [`get`]: `vm list|get`, `session list|get`, read from the log as `state` is.
-//! - `completions`: shell completion scripts ([`completions`]).
+//! - `completions`: shell completion scripts ([`completions`]); [`config`]: `serve --config FILE`.
 //! - `bench` runs [`crate::bench`].
 //! - [`format`]: how times, labels, actors and events are shown and parsed.
 
@@ -25,6 +25,7 @@ macro_rules! outln {
 
 pub mod agent;
 pub mod completions;
+pub mod config;
 pub mod format;
 pub mod get;
 pub mod history;
