@@ -4,15 +4,14 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
-use orchestrator::cli::{self, Cli, EXIT_USAGE};
+use orchestrator::cli::{self, EXIT_USAGE};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match cli::config::parse_from(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => {
             // Nothing useful to do if the terminal is gone.

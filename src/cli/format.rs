@@ -5,7 +5,7 @@ use std::time::Duration;
 use orchestrator_events::ids::{LabelKey, LabelValue};
 use orchestrator_events::{Actor, ActorKind, Event, Labels, Placement, PlacementReason, Timestamp};
 
-pub use crate::log::point::{parse_point, parse_time, Point};
+pub use crate::log::point::{parse_point, parse_time, Point, POINT_FORMATS};
 
 /// An event time as RFC 3339 with milliseconds, UTC.
 pub fn time(ms: Timestamp) -> String {
@@ -198,9 +198,10 @@ mod tests {
             Ok(Point::Time(1_767_323_045_678))
         );
         assert_eq!(
-            parse_point("2026-01-02 03:04:05"),
+            parse_point("2026-01-02 04:04:05+01:00"),
             Ok(Point::Time(1_767_323_045_000))
         );
+        assert!(parse_point("2026-01-02 03:04:05").is_err(), "no zone");
         assert!(parse_actor("robot:x").is_err());
         assert!(
             parse_actor("system:orchestrator").is_err(),

@@ -7,6 +7,8 @@
 //!   demand against another placement policy or pool; [`progress`]: progress of long reads.
 //! - [`rebuild`], [`verify`]: operate the projections; [`quarantine`]: skip an undecodable message.
 //! - [`session`], [`vm`]: send commands to the cell's writer; [`agent`]: send a VM's heartbeats.
+//! - [`get`]: `vm list|get`, `session list|get`, read from the log as `state` is.
+//! - `completions`: shell completion scripts ([`completions`]); [`config`]: `serve --config FILE`.
 //! - `bench` runs [`crate::bench`].
 //! - [`format`]: how times, labels, actors and events are shown and parsed.
 
@@ -22,7 +24,10 @@ macro_rules! outln {
 }
 
 pub mod agent;
+pub mod completions;
+pub mod config;
 pub mod format;
+pub mod get;
 pub mod history;
 pub mod progress;
 pub mod quarantine;
@@ -55,13 +60,15 @@ pub const DEFAULT_CLIENT_URL: &str = "nats://127.0.0.1:4333";
 pub const EXIT_REJECTED: u8 = 2;
 /// Exit status: NATS or the writer could not be reached, or did not answer in time.
 pub const EXIT_UNAVAILABLE: u8 = 3;
+/// Exit status: the cell's log stream does not exist (a wrong `--cell`, or no writer has run).
+pub const EXIT_NO_STREAM: u8 = 4;
 /// Exit status: the command line is wrong.
 pub const EXIT_USAGE: u8 = 64;
 
 const EXIT_CODES: &str = "\
 Exit status: 0 done; 1 failed (or `verify` found a divergence); 2 the writer rejected the command; \
 3 unavailable (NATS unreachable, no writer, no answer in time: retry with the same --command-id); \
-64 bad command line.
+4 no log stream for the cell (a wrong --cell, or no writer has run yet); 64 bad command line.
 
 `orchestrator serve` with no --nats-url starts its own nats-server on 127.0.0.1:4333, and the other \
 subcommands connect to nats://127.0.0.1:4333 by default, so `orchestrator serve` in one shell and \
@@ -107,13 +114,18 @@ pub enum CliCommand {
     Resume(session::SessionArgs),
     /// End a session.
     End(session::EndArgs),
-    /// VM operations: register, drain, retire.
+    /// VMs: register, drain, retire; list, get.
     #[command(subcommand)]
     Vm(vm::VmCommand),
+    /// Sessions: get one, list them (start, assign, pause, resume and end are top-level).
+    #[command(subcommand)]
+    Session(get::SessionCommand),
     /// Send a VM's heartbeats (the reference of the VM side, for demos and tests).
     Agent(agent::AgentArgs),
     /// Measure the orchestrator against the raw NATS limit, on servers of its own.
     Bench(Box<crate::bench::BenchArgs>),
+    /// Print a shell completion script: `source <(orchestrator completions bash)`.
+    Completions(completions::CompletionsArgs),
 }
 
 impl Cli {
@@ -143,6 +155,14 @@ pub enum CliError {
     /// An argument names something that does not work (an unknown session, a sequence past the end).
     #[error("{0}")]
     Invalid(String),
+    /// The cell's log stream does not exist: the cell's name is wrong, or no writer has run.
+    #[error("no log stream {stream} for cell {cell}: is the cell name right, has a writer run?")]
+    NoStream {
+        /// The stream's name (`ORCH_<CELL>`).
+        stream: String,
+        /// The cell as given.
+        cell: String,
+    },
     /// Anything else.
     #[error("{0}")]
     Failed(String),
@@ -157,6 +177,7 @@ impl CliError {
         match self {
             CliError::Rejected { .. } => EXIT_REJECTED,
             CliError::Unavailable(_) => EXIT_UNAVAILABLE,
+            CliError::NoStream { .. } => EXIT_NO_STREAM,
             CliError::Invalid(_) | CliError::Failed(_) => 1,
             CliError::Reported(code) => *code,
         }
@@ -193,6 +214,8 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> ExitCode {
         CliCommand::Resume(args) => session::resume(args).await,
         CliCommand::End(args) => session::end(args).await,
         CliCommand::Vm(command) => vm::run(command).await,
+        CliCommand::Session(command) => get::session(command).await,
+        CliCommand::Completions(args) => completions::run(&args),
         CliCommand::Agent(args) => agent::run(args, shutdown).await,
         CliCommand::Bench(args) => crate::bench::run(*args)
             .await
@@ -246,15 +269,29 @@ impl NatsArgs {
         connect(&self.nats_url, name, self.timeout).await
     }
 
-    /// A reader of the cell's log on a new connection.
+    /// A reader of the cell's log on a new connection, once the log's stream is known to exist
+    /// ([`CliError::NoStream`] when it does not: every reading subcommand fails the same way).
     pub async fn reader(&self, name: &str) -> Result<(async_nats::Client, Reader), CliError> {
         let client = self.connect(name).await?;
         let reader = Reader::new(
             async_nats::jetstream::new(client.clone()),
             self.cell.clone(),
         )
-        .await?;
+        .await
+        .map_err(|e| self.log_error(e))?;
+        reader.identity().await.map_err(|e| self.log_error(e))?;
         Ok((client, reader))
+    }
+
+    /// A failed read of this cell's log as the command line reports it.
+    pub fn log_error(&self, e: LogError) -> CliError {
+        match e {
+            LogError::StreamNotFound(stream) => CliError::NoStream {
+                stream,
+                cell: self.cell.to_string(),
+            },
+            other => other.into(),
+        }
     }
 }
 

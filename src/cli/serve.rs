@@ -46,6 +46,10 @@ Durability of the embedded server: `always` fsyncs every event before its comman
 JetStream's schedule (every 2 minutes, 60 s on 2.9: survives a process crash, not a power loss; the \
 default on 2.9).")]
 pub struct ServeArgs {
+    /// A TOML file of serve's settings, its keys the flags' names (`nats-url = "nats://…"`,
+    /// `role = ["writer"]`). Precedence: flag > environment > file > default.
+    #[arg(long, env = "ORCH_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// The roles to run (repeatable, or a comma list). Default: all.
     #[arg(long = "role", value_enum, value_delimiter = ',')]
     pub roles: Vec<Role>,

@@ -65,20 +65,26 @@ pub struct SessionArgs {
     pub opts: CommandOpts,
 }
 
-/// Why a session ends, as the command line spells it.
+/// Why a session ends, spelt as in the events and over HTTP (`pause_timeout`); the kebab-case
+/// spellings of earlier releases (`pause-timeout`) are still accepted, hidden from the help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
 pub enum Reason {
     /// The player ended it.
     User,
     /// An operator ended it.
     Operator,
     /// It stayed paused too long.
+    #[value(alias = "pause-timeout")]
     PauseTimeout,
     /// No VM could take it in time.
+    #[value(alias = "placement-timeout")]
     PlacementTimeout,
     /// Its VM is being retired.
+    #[value(alias = "vm-retired")]
     VmRetired,
     /// Its VM stopped answering.
+    #[value(alias = "vm-lost")]
     VmLost,
 }
 
@@ -157,4 +163,39 @@ pub async fn end(args: EndArgs) -> Result<(), CliError> {
         reason: args.reason.into(),
     });
     send(args.opts, command).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_snake_case_with_the_old_spellings_hidden() {
+        for (spelt, reason) in [
+            ("user", EndReason::User),
+            ("operator", EndReason::Operator),
+            ("pause_timeout", EndReason::PauseTimeout),
+            ("pause-timeout", EndReason::PauseTimeout),
+            ("placement_timeout", EndReason::PlacementTimeout),
+            ("placement-timeout", EndReason::PlacementTimeout),
+            ("vm_retired", EndReason::VmRetired),
+            ("vm-retired", EndReason::VmRetired),
+            ("vm_lost", EndReason::VmLost),
+            ("vm-lost", EndReason::VmLost),
+        ] {
+            let parsed = Reason::from_str(spelt, false).map(EndReason::from);
+            assert_eq!(parsed, Ok(reason), "{spelt}");
+        }
+        // What the help lists: the spelling of the events, each named as `EndReason::as_str` does.
+        let listed: Vec<String> = Reason::value_variants()
+            .iter()
+            .filter_map(|r| r.to_possible_value())
+            .map(|v| v.get_name().to_owned())
+            .collect();
+        let events: Vec<&str> = Reason::value_variants()
+            .iter()
+            .map(|r| EndReason::from(*r).as_str())
+            .collect();
+        assert_eq!(listed, events);
+    }
 }

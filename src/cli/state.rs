@@ -13,9 +13,10 @@ use crate::domain::SessionStatus;
 /// `state`.
 #[derive(Debug, Clone, Args)]
 pub struct StateArgs {
-    /// The moment: a stream sequence, or an RFC 3339 time (the state after the last event at or
-    /// before it). Default: now.
-    #[arg(long, value_name = "SEQ|TIME", value_parser = format::parse_point)]
+    /// The moment: a stream sequence, or a time (the state after the last event at or before it):
+    /// an RFC 3339 time with `Z` or an offset (`2026-11-29T00:24:05+01:00`), `now`, or a duration
+    /// before now (`-15m`, `-2h`, `-1d`). Default: the end of the log.
+    #[arg(long, value_name = "SEQ|TIME", allow_hyphen_values = true, value_parser = format::parse_point)]
     pub at: Option<Point>,
     /// List the sessions too.
     #[arg(long)]

@@ -14,11 +14,12 @@ pub struct VerifyArgs {
 
 /// Runs the check.
 pub async fn run(args: VerifyArgs) -> Result<(), CliError> {
-    let client = args.nats.connect("verify").await?;
+    // The reader checks that the cell's log exists: a wrong --cell is not a divergence.
+    let (client, _) = args.nats.reader("verify").await?;
     let report = crate::admin::verify(&client, &args.nats.cell, args.nats.timeout)
         .await
         .map_err(|e| match e {
-            crate::admin::AdminError::Log(log) => CliError::from(log),
+            crate::admin::AdminError::Log(log) => args.nats.log_error(log),
             // Variants added later fail plainly.
             #[allow(unreachable_patterns)]
             other => CliError::Failed(other.to_string()),

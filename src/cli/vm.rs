@@ -1,5 +1,5 @@
 //! The VM subcommands: `vm register`, `vm drain`, `vm retire`, each one command sent to the cell's
-//! writer.
+//! writer; `vm list` and `vm get` read the pool ([`super::get`]).
 
 use clap::{Args, Subcommand};
 use orchestrator_events::ids::{LabelKey, LabelValue};
@@ -18,6 +18,11 @@ pub enum VmCommand {
     Drain(VmArgs),
     /// Remove an empty VM for good.
     Retire(VmArgs),
+    /// The VMs now, sorted by id, replayed from the log (`--status` filters).
+    #[command(visible_alias = "ls")]
+    List(super::get::VmListArgs),
+    /// One VM: status, load, labels, heartbeat, endpoint, the sessions on it (exit 1 if unknown).
+    Get(super::get::VmGetArgs),
 }
 
 /// `vm register`.
@@ -96,5 +101,7 @@ pub async fn run(command: VmCommand) -> Result<(), CliError> {
         VmCommand::Retire(args) => {
             send(args.opts, Command::RetireVm(VmRef { vm_id: args.vm })).await
         }
+        VmCommand::List(args) => super::get::vm_list(args).await,
+        VmCommand::Get(args) => super::get::vm_get(args).await,
     }
 }

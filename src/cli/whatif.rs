@@ -34,11 +34,14 @@ pub struct WhatIfArgs {
     /// recorded VM registrations, drains, retirements and losses are then left out.
     #[arg(long, value_name = "FILE")]
     pub vms: Option<PathBuf>,
-    /// The window's start (inclusive): a stream sequence (the time of its event) or an RFC 3339 time.
-    #[arg(long, value_name = "SEQ|TIME", value_parser = format::parse_point)]
+    /// The window's start (inclusive): a stream sequence (the time of its event) or a time:
+    /// an RFC 3339 time with `Z` or an offset (`2026-11-29T00:24:05+01:00`), `now`, or a duration
+    /// before now (`-15m`, `-2h`, `-1d`).
+    #[arg(long, value_name = "SEQ|TIME", allow_hyphen_values = true, value_parser = format::parse_point)]
     pub from: Point,
-    /// The window's end (exclusive): a stream sequence (the time of its event) or an RFC 3339 time.
-    #[arg(long, value_name = "SEQ|TIME", value_parser = format::parse_point)]
+    /// The window's end (exclusive): a stream sequence (the time of its event) or a time, as for
+    /// `--from` (`now` for the current time).
+    #[arg(long, value_name = "SEQ|TIME", allow_hyphen_values = true, value_parser = format::parse_point)]
     pub to: Point,
     /// How to print.
     #[arg(long, value_enum, default_value_t = WhatIfFormat::Table)]

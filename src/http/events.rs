@@ -32,6 +32,7 @@ use super::sessions::visible_session;
 use super::state::AppState;
 use super::tokens::Principal;
 use super::types::{EventsQuery, LogEvent};
+use crate::log::filter::EventFilter;
 use crate::log::{EventStream, LogError, StoredEvent};
 use crate::projections::Projections;
 
@@ -45,16 +46,9 @@ fn log_error(e: LogError) -> ApiError {
     }
 }
 
-/// Parses `SessionStarted,SessionEnded`.
+/// Parses `SessionStarted,SessionEnded` ([`crate::log::filter::parse_types`]).
 fn parse_types(s: &str) -> Result<HashSet<EventType>, ApiError> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(|t| {
-            EventType::parse(t)
-                .ok_or_else(|| ApiError::Malformed(format!("unknown event type {t:?} in `type`")))
-        })
-        .collect()
+    crate::log::filter::parse_types(s).map_err(|e| ApiError::Malformed(format!("{e} in `type`")))
 }
 
 struct Feed {
@@ -62,8 +56,8 @@ struct Feed {
     player: Option<UserId>,
     /// Who reads the feed: what each event shows depends on it.
     viewer: Principal,
-    types: Option<HashSet<EventType>>,
-    session_id: Option<SessionId>,
+    /// The `type` and `session_id` filters, as `tail` applies them too.
+    filter: EventFilter,
     store: Projections,
     wait: Duration,
     owned: HashMap<SessionId, bool>,
@@ -74,17 +68,8 @@ struct Feed {
 impl Feed {
     async fn keep(&mut self, ev: &StoredEvent) -> bool {
         let event = &ev.envelope.event;
-        if self
-            .types
-            .as_ref()
-            .is_some_and(|t| !t.contains(&event.event_type()))
-        {
+        if !self.filter.matches(event) {
             return false;
-        }
-        if let Some(want) = &self.session_id {
-            if event.session_id() != Some(want) {
-                return false;
-            }
         }
         let Some(me) = &self.player else {
             return true;
@@ -188,8 +173,11 @@ pub async fn events(
         events,
         player: auth.0.player(),
         viewer: auth.0.clone(),
-        types,
-        session_id: q.session_id,
+        filter: EventFilter {
+            types,
+            session_id: q.session_id,
+            vm_id: None,
+        },
         store: s.store.clone(),
         wait: s.ryw_timeout,
         owned: HashMap::new(),

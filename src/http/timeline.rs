@@ -20,9 +20,11 @@ use crate::analytics::{resolve, Resolved};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimelineQuery {
-    /// The window's start: a stream sequence (the time of its event) or an RFC 3339 time.
+    /// The window's start: a stream sequence (the time of its event) or a time: an RFC 3339 time
+    /// with `Z` or an offset (`2026-11-29T00:24:05+01:00`), `now`, or a duration before now
+    /// (`-15m`, `-2h`, `-1d`).
     pub from: String,
-    /// The window's end: a stream sequence (the time of its event) or an RFC 3339 time.
+    /// The window's end: a stream sequence (the time of its event) or a time, as for `from`.
     pub to: String,
     /// The step between points, e.g. `30s`, `5m` (humantime), or milliseconds; at most 2,000
     /// points per window.

@@ -8,12 +8,13 @@ use axum::Json;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::as_of::point;
 use super::auth::Auth;
 use super::errors::ApiError;
 use super::extract::ApiQuery;
 use super::state::AppState;
 use crate::analytics::{self, GroupBy, UsageReport, WindowError};
-use crate::log::{parse_point, LogError, Point};
+use crate::log::LogError;
 
 /// The longest a usage read may take: it reads the log from its first event.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -22,20 +23,15 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
-    /// The window's start (inclusive): a stream sequence (the time of its event) or an RFC 3339
-    /// time.
+    /// The window's start (inclusive): a stream sequence (the time of its event) or a time: an
+    /// RFC 3339 time with `Z` or an offset (`2026-11-29T00:24:05+01:00`), `now`, or a duration
+    /// before now (`-15m`, `-2h`, `-1d`).
     pub from: String,
-    /// The window's end (exclusive): a stream sequence (the time of its event) or an RFC 3339 time.
+    /// The window's end (exclusive): a stream sequence (the time of its event) or a time, as for
+    /// `from`.
     pub to: String,
     /// One row per `user`, `game` or `vm` (a session counts for its VM only while assigned to it).
     pub by: GroupBy,
-}
-
-fn point(field: &str, value: &str) -> Result<Point, ApiError> {
-    parse_point(value).map_err(|reason| ApiError::InvalidArgument {
-        field: field.to_owned(),
-        reason,
-    })
 }
 
 /// `GET /v1/usage` (operator).
