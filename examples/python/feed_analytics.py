@@ -24,6 +24,7 @@ import json
 import os
 import signal
 import sys
+import time
 from datetime import datetime
 
 import nats
@@ -182,18 +183,24 @@ async def run(args):
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
 
-    idle = 0.0
+    idle_since = None  # when the current run of empty fetches began (monotonic seconds)
     while not stopping.is_set():
         try:
             msgs = await psub.fetch(args.batch, timeout=1)
         except (NatsTimeout, asyncio.TimeoutError):
             # nats-py raises its own TimeoutError, or asyncio's when a fetch expires while the
-            # consumer is still starting (seen right after recreating it on nats-server 2.15).
-            idle += 1
-            if args.until_idle and idle >= args.until_idle:
+            # consumer is still starting.
+            msgs = []
+        if not msgs:
+            # Nothing came (a fetch can also come back empty at once right after the consumer was
+            # recreated, seen on nats-server 2.15): idle, measured in time, not in fetches.
+            now = time.monotonic()
+            idle_since = now if idle_since is None else idle_since
+            if args.until_idle and now - idle_since >= args.until_idle:
                 break
+            await asyncio.sleep(0.05)
             continue
-        idle = 0.0
+        idle_since = None
         lines = []
         for msg in msgs:
             event = json.loads(msg.data)
