@@ -304,7 +304,7 @@ pub async fn connect(
     crate::log::connection::options(&format!("orchestrator {name}"))
         .connection_timeout(timeout)
         .request_timeout(Some(timeout))
-        .connect(url)
+        .connect(crate::log::connection::addresses(url))
         .await
         .map_err(|e| {
             CliError::Unavailable(format!(

@@ -72,9 +72,15 @@ pub struct ServeArgs {
     /// The cell: a pool of VMs with its own writer and stream.
     #[arg(long, env = "ORCH_CELL", default_value = "default")]
     pub cell: CellId,
-    /// Copies of the stream in a NATS cluster (1 on one machine, 3 in production).
-    #[arg(long, env = "ORCH_REPLICAS", default_value_t = 1)]
-    pub replicas: usize,
+    /// The embedded NATS as a JetStream cluster of this many nodes on this machine (1: a lone
+    /// server). Node i (from 0) takes client port --nats-port + i and route port --nats-port + N + i;
+    /// its store is `<data-dir>/nats/node-<i+1>`. 3 is the production shape: one node may fail.
+    #[arg(long, env = "ORCH_NATS_NODES", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=7))]
+    pub nats_nodes: u16,
+    /// Copies of the stream in a NATS cluster (1 on one machine, 3 in production). Default: the
+    /// embedded nodes, up to 3; 1 with --nats-url.
+    #[arg(long, env = "ORCH_REPLICAS")]
+    pub replicas: Option<usize>,
     /// Sessions (not ended) a user may have at once.
     #[arg(long, env = "ORCH_MAX_SESSIONS_PER_USER", default_value_t = 2)]
     pub max_sessions_per_user: u32,
@@ -148,8 +154,24 @@ impl ServeArgs {
                 "--lease-ttl must be at least 100ms".into(),
             ));
         }
-        if self.replicas == 0 {
+        let nodes = usize::from(self.nats_nodes);
+        let replicas = match (self.replicas, &self.nats_url) {
+            (Some(replicas), _) => replicas,
+            (None, Some(_)) => 1,
+            (None, None) => nodes.min(3),
+        };
+        if replicas == 0 {
             return Err(CliError::Invalid("--replicas must be at least 1".into()));
+        }
+        if self.nats_url.is_none() && replicas > nodes {
+            return Err(CliError::Invalid(format!(
+                "--replicas {replicas} needs at least as many embedded nodes (--nats-nodes {nodes})"
+            )));
+        }
+        if self.nats_url.is_some() && nodes > 1 {
+            return Err(CliError::Invalid(
+                "--nats-nodes starts an embedded cluster: it cannot go with --nats-url".into(),
+            ));
         }
         let window = i64::try_from(self.idempotency_window.as_millis())
             .map_err(|_| CliError::Invalid("--idempotency-window is too long".into()))?;
@@ -179,13 +201,14 @@ impl ServeArgs {
                 bin: self.nats_server_bin.clone(),
                 port: self.nats_port,
                 durability: self.durability,
+                nodes,
             },
         };
         Ok(ServeConfig {
             nats,
             data_dir: self.data_dir.clone(),
             cell: self.cell.clone(),
-            replicas: self.replicas,
+            replicas,
             roles: self.roles(),
             roles_explicit: !self.roles.is_empty(),
             domain: DomainConfig {

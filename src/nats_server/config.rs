@@ -52,6 +52,23 @@ pub struct NatsServerConfig {
     /// process is killed outright, the server outlives it. Off by default (tests want the server to go
     /// down with the test process).
     pub own_process_group: bool,
+    /// The server's name. `None`: a new random name at each launch (a lone server). A cluster node
+    /// needs the same name across restarts, since JetStream's replication knows its peers by name.
+    pub server_name: Option<String>,
+    /// Membership of a JetStream cluster on this machine; `None` for a lone server.
+    pub cluster: Option<ClusterMembership>,
+}
+
+/// What makes a server one node of a cluster: the cluster's name, the port this node accepts routes
+/// on (loopback), and the route ports of every node (its own included, which the server skips).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterMembership {
+    /// The cluster's name, the same on every node.
+    pub name: String,
+    /// This node's route port on 127.0.0.1.
+    pub route_port: u16,
+    /// The route ports of all the nodes.
+    pub routes: Vec<u16>,
 }
 
 impl NatsServerConfig {
@@ -68,6 +85,8 @@ impl NatsServerConfig {
             ready_timeout: Duration::from_secs(10),
             stop_timeout: Duration::from_secs(10),
             own_process_group: false,
+            server_name: None,
+            cluster: None,
         }
     }
 
@@ -114,8 +133,32 @@ impl NatsServerConfig {
             let _ = writeln!(text, "  sync_interval: always");
         }
         let _ = writeln!(text, "}}");
+        if let Some(cluster) = &self.cluster {
+            let name = cluster.name.as_str();
+            if !plain_name(name) {
+                return Err(NatsServerError::UnsupportedName(name.to_owned()));
+            }
+            let routes: Vec<String> = cluster
+                .routes
+                .iter()
+                .map(|port| format!("\"nats-route://{LOOPBACK}:{port}\""))
+                .collect();
+            let _ = writeln!(text, "cluster {{");
+            let _ = writeln!(text, "  name: \"{name}\"");
+            let _ = writeln!(text, "  listen: \"{LOOPBACK}:{}\"", cluster.route_port);
+            let _ = writeln!(text, "  routes: [{}]", routes.join(", "));
+            let _ = writeln!(text, "}}");
+        }
         Ok(text)
     }
+}
+
+/// Whether `name` is a server or cluster name this module writes: letters, digits, `-` and `_`.
+pub(super) fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// The path as text fit for a double-quoted config string, if it is one.
@@ -199,6 +242,26 @@ mod tests {
             config.render(1),
             Err(NatsServerError::UnsupportedPath(_))
         ));
+    }
+
+    #[test]
+    fn a_cluster_node_renders_its_routes() {
+        let mut config = config(Durability::Default);
+        config.cluster = Some(ClusterMembership {
+            name: "orch".into(),
+            route_port: 6001,
+            routes: vec![6001, 6002, 6003],
+        });
+        let text = config.render(4333).expect("plain path");
+        let cluster = text.split("cluster {").nth(1).expect("a cluster block");
+        assert!(cluster.contains("name: \"orch\""), "{text}");
+        assert!(cluster.contains("listen: \"127.0.0.1:6001\""), "{text}");
+        assert!(
+            cluster.contains("\"nats-route://127.0.0.1:6002\", \"nats-route://127.0.0.1:6003\""),
+            "{text}"
+        );
+        config.cluster.as_mut().unwrap().name = "a b".into();
+        assert!(config.render(4333).is_err());
     }
 
     #[test]

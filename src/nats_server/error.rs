@@ -41,6 +41,9 @@ pub enum NatsServerError {
     /// The store path cannot be written into the config file: choose a plain UTF-8 data dir.
     #[error("data dir path {0:?} cannot be written into a nats-server config file")]
     UnsupportedPath(PathBuf),
+    /// A server or cluster name other than letters, digits, `-` and `_`.
+    #[error("name {0:?} is not a plain server or cluster name (letters, digits, - and _)")]
+    UnsupportedName(String),
     /// The data dir, config file or log file could not be written or read.
     #[error("{path:?}: {source}")]
     Io {

@@ -7,6 +7,7 @@
 //! ([`NatsServer::stop`]), kills it ([`NatsServer::kill`], for crash tests), restarts it on the same
 //! port and store ([`NatsServer::restart`], so clients reconnect by themselves), and kills it on drop.
 
+mod cluster;
 mod config;
 mod error;
 mod version;
@@ -21,9 +22,10 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 
+pub use cluster::{ClusterSpec, NatsCluster, CLUSTER_NAME};
 pub use config::{
-    free_port, resolve_binary, NatsServerConfig, CONFIG_FILE, DEBIAN_NATS_SERVER, LOG_FILE,
-    LOOPBACK, NATS_SERVER_BIN_ENV, STORE_DIR,
+    free_port, resolve_binary, ClusterMembership, NatsServerConfig, CONFIG_FILE,
+    DEBIAN_NATS_SERVER, LOG_FILE, LOOPBACK, NATS_SERVER_BIN_ENV, STORE_DIR,
 };
 pub use error::NatsServerError;
 pub use version::{
@@ -55,13 +57,7 @@ impl NatsServer {
     /// `config.ready_timeout`). With `port: 0` it picks a free port, and picks another if the server
     /// finds it taken. Refuses [`Durability::SyncAlways`] on a server < 2.10 before starting anything.
     pub async fn start(config: NatsServerConfig) -> Result<NatsServer, NatsServerError> {
-        let bin = config.bin.clone();
-        let version = tokio::task::spawn_blocking(move || binary_version(&bin))
-            .await
-            .map_err(|join| NatsServerError::Process(std::io::Error::other(join)))??;
-        if !config.durability.supported_by(version) {
-            return Err(NatsServerError::SyncAlwaysUnsupported { version });
-        }
+        let version = checked_version(&config.bin, config.durability).await?;
         fs::create_dir_all(&config.data_dir).map_err(|source| NatsServerError::Io {
             path: config.data_dir.clone(),
             source,
@@ -164,6 +160,8 @@ impl NatsServer {
                 Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
                 Err(err) => return Err(err.into()),
             }
+            // A paused server (SIGSTOP) handles the SIGTERM only once it runs again.
+            let _ = signal::kill(Pid::from_raw(pid), Signal::SIGCONT);
             let deadline = Instant::now() + self.config.stop_timeout;
             while child
                 .try_wait()
@@ -197,6 +195,35 @@ impl NatsServer {
         Ok(())
     }
 
+    /// Freezes the process (SIGSTOP): it keeps its sockets but answers nothing, like a node stuck in a
+    /// long pause. [`Self::resume`] thaws it. Does nothing if it is not running.
+    pub fn pause(&mut self) -> Result<(), NatsServerError> {
+        self.signal(Signal::SIGSTOP)
+    }
+
+    /// Thaws a process frozen by [`Self::pause`] (SIGCONT).
+    pub fn resume(&mut self) -> Result<(), NatsServerError> {
+        self.signal(Signal::SIGCONT)
+    }
+
+    fn signal(&mut self, signal: Signal) -> Result<(), NatsServerError> {
+        let Some(pid) = self.pid() else {
+            return Ok(());
+        };
+        let pid = i32::try_from(pid).map_err(|_| {
+            NatsServerError::Process(std::io::Error::other("pid does not fit an i32"))
+        })?;
+        match signal::kill(Pid::from_raw(pid), signal) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// The name the running process was given (`--server_name`); empty before the first launch.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Stops the server if it runs (gracefully), then starts it again on the same port with the same
     /// store, and waits until JetStream answers. Clients that reconnect find their streams.
     pub async fn restart(&mut self) -> Result<(), NatsServerError> {
@@ -206,6 +233,23 @@ impl NatsServer {
 
     /// Writes the config, spawns the process and waits until it is ready; kills it on failure.
     async fn launch(&mut self) -> Result<(), NatsServerError> {
+        let log_start = self.spawn()?;
+        self.await_ready(log_start).await
+    }
+
+    /// Waits until a spawned server is ready; kills it on failure.
+    async fn await_ready(&mut self, log_start: u64) -> Result<(), NatsServerError> {
+        let ready = self.wait_ready(log_start).await;
+        if ready.is_err() {
+            // Already failing: a kill error would hide the reason that matters.
+            let _ = self.kill();
+        }
+        ready
+    }
+
+    /// Writes the config and spawns the process without waiting for it; returns where this launch's
+    /// output starts in the log file.
+    fn spawn(&mut self) -> Result<u64, NatsServerError> {
         let config_path = self.config.config_path();
         let rendered = self.config.render(self.port)?;
         fs::write(&config_path, rendered).map_err(|source| NatsServerError::Io {
@@ -232,9 +276,13 @@ impl NatsServer {
             path: log_path.clone(),
             source,
         })?;
-        // A name of this process's own, so readiness is checked on this server and not on another
-        // one that already holds the port.
-        self.name = format!("orch-{}", uuid::Uuid::new_v4().simple());
+        // A lone server gets a name of this launch's own, so readiness is checked on this server and
+        // not on another one that already holds the port; a cluster node keeps its configured name.
+        self.name = match &self.config.server_name {
+            Some(name) if config::plain_name(name) => name.clone(),
+            Some(name) => return Err(NatsServerError::UnsupportedName(name.clone())),
+            None => format!("orch-{}", uuid::Uuid::new_v4().simple()),
+        };
         let mut command = Command::new(&self.config.bin);
         command
             .arg("-c")
@@ -248,14 +296,9 @@ impl NatsServer {
             command.process_group(0);
         }
         let child = command.spawn().map_err(NatsServerError::Process)?;
-        tracing::debug!(pid = child.id(), port = self.port, version = %self.version, "nats-server spawned");
+        tracing::debug!(pid = child.id(), port = self.port, version = %self.version, name = %self.name, "nats-server spawned");
         self.child = Some(child);
-        let ready = self.wait_ready(log_start).await;
-        if ready.is_err() {
-            // Already failing: a kill error would hide the reason that matters.
-            let _ = self.kill();
-        }
-        ready
+        Ok(log_start)
     }
 
     /// Polls until JetStream answers, the process exits, or `ready_timeout` passes.
@@ -298,6 +341,21 @@ impl Drop for NatsServer {
             let _ = child.wait();
         }
     }
+}
+
+/// The version of `bin`, once it is known to support `durability`.
+async fn checked_version(
+    bin: &Path,
+    durability: Durability,
+) -> Result<ServerVersion, NatsServerError> {
+    let bin = bin.to_owned();
+    let version = tokio::task::spawn_blocking(move || binary_version(&bin))
+        .await
+        .map_err(|join| NatsServerError::Process(std::io::Error::other(join)))??;
+    if !durability.supported_by(version) {
+        return Err(NatsServerError::SyncAlwaysUnsupported { version });
+    }
+    Ok(version)
 }
 
 /// Whether the server on `port` is the one named `name`, accepts a client and answers JetStream's

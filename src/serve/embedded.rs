@@ -8,8 +8,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::ServeError;
 use crate::nats_server::{
-    binary_version, resolve_binary, Durability, NatsServer, NatsServerConfig, NatsServerError,
-    ServerVersion, LOOPBACK,
+    binary_version, resolve_binary, ClusterSpec, Durability, NatsCluster, NatsServer,
+    NatsServerConfig, NatsServerError, ServerVersion, LOOPBACK,
 };
 
 /// The port the embedded `nats-server` listens on unless told otherwise; the client subcommands'
@@ -45,12 +45,15 @@ pub fn choose_durability(asked: Option<Durability>, version: ServerVersion) -> D
     })
 }
 
+/// Starts the embedded server, or with `nodes` > 1 a cluster of that many nodes on consecutive
+/// client ports from `port` and route ports after them.
 pub(super) async fn start_embedded(
     bin: Option<PathBuf>,
     port: u16,
     durability: Option<Durability>,
+    nodes: usize,
     data_dir: &Path,
-) -> Result<NatsServer, ServeError> {
+) -> Result<Vec<NatsServer>, ServeError> {
     let bin = match bin {
         Some(bin) => bin,
         None => resolve_binary()?,
@@ -62,6 +65,9 @@ pub(super) async fn start_embedded(
     let durability = choose_durability(durability, version);
     if !durability.supported_by(version) {
         return Err(NatsServerError::SyncAlwaysUnsupported { version }.into());
+    }
+    if nodes > 1 {
+        return start_cluster(bin, port, durability, nodes, data_dir).await;
     }
     let config = NatsServerConfig {
         port,
@@ -94,7 +100,45 @@ pub(super) async fn start_embedded(
         meaning = durability_meaning(durability),
         "embedded nats-server running"
     );
-    Ok(server)
+    Ok(vec![server])
+}
+
+/// The cluster of [`start_embedded`]: every port checked free first, since a server already on one
+/// would answer for ours.
+async fn start_cluster(
+    bin: PathBuf,
+    port: u16,
+    durability: Durability,
+    nodes: usize,
+    data_dir: &Path,
+) -> Result<Vec<NatsServer>, ServeError> {
+    let ports: Vec<u16> = (0..2 * nodes)
+        .map(|i| {
+            u16::try_from(i)
+                .ok()
+                .and_then(|i| port.checked_add(i))
+                .ok_or(ServeError::PortInUse { port })
+        })
+        .collect::<Result<_, _>>()?;
+    if let Some(&taken) = ports.iter().find(|&&p| !port_free(p)) {
+        return Err(ServeError::PortInUse { port: taken });
+    }
+    let spec = ClusterSpec {
+        durability,
+        client_ports: ports[..nodes].to_vec(),
+        route_ports: ports[nodes..].to_vec(),
+        own_process_group: true,
+        ..ClusterSpec::new(bin, data_dir.join("nats"), nodes)
+    };
+    tracing::info!(nodes, client_ports = ?spec.client_ports, route_ports = ?spec.route_ports, durability = %durability, "starting the embedded nats-server cluster");
+    let cluster = NatsCluster::start(spec).await?;
+    tracing::info!(
+        urls = %cluster.urls(),
+        durability = %durability,
+        meaning = durability_meaning(durability),
+        "embedded nats-server cluster running"
+    );
+    Ok(cluster.into_nodes())
 }
 
 /// Whether nothing listens on `port` of the loopback (0: a free one is picked anyway).
@@ -102,68 +146,75 @@ fn port_free(port: u16) -> bool {
     port == 0 || std::net::TcpListener::bind((LOOPBACK, port)).is_ok()
 }
 
-/// Restarts the server whenever it exits, until `nats_stop`; then stops it. Gives up (and fires
-/// `roles_stop`) after [`MAX_RESTART_FAILURES`] failed restarts in a row.
+/// Restarts each server whenever it exits, until `nats_stop`; then stops them all. Gives up (and
+/// fires `roles_stop`) after [`MAX_RESTART_FAILURES`] failed restarts in a row of one server.
 pub(super) async fn supervise(
-    mut server: NatsServer,
+    mut servers: Vec<NatsServer>,
     nats_stop: CancellationToken,
     roles_stop: CancellationToken,
 ) -> Result<(), ServeError> {
-    let mut failures = 0;
-    let outcome = loop {
+    let mut failures = vec![0; servers.len()];
+    let outcome = 'supervise: loop {
         tokio::select! {
             _ = nats_stop.cancelled() => break Ok(()),
             _ = tokio::time::sleep(SUPERVISE_EVERY) => {}
         }
-        if server.is_running() {
-            continue;
-        }
-        tracing::error!(
-            port = server.port(),
-            "embedded nats-server exited unexpectedly, restarting it"
-        );
-        let restarted = if port_free(server.port()) {
-            server.restart().await.map_err(|e| e.to_string())
-        } else {
-            Err(format!(
-                "port {} is taken by another process",
-                server.port()
-            ))
-        };
-        let restarted = restarted.and_then(|()| {
-            server
-                .is_running()
-                .then_some(())
-                .ok_or_else(|| "it exited right after starting".to_owned())
-        });
-        match restarted {
-            Ok(()) => {
-                failures = 0;
-                tracing::warn!(
-                    pid = server.pid().unwrap_or(0),
-                    port = server.port(),
-                    "embedded nats-server restarted"
-                );
+        for (server, failures) in servers.iter_mut().zip(failures.iter_mut()) {
+            if server.is_running() {
+                continue;
             }
-            Err(e) => {
-                failures += 1;
-                tracing::error!(error = %e, failures, "restarting the embedded nats-server failed");
-                if failures >= MAX_RESTART_FAILURES {
-                    roles_stop.cancel();
-                    break Err(ServeError::NatsServerLost { failures, last: e });
-                }
-                tokio::select! {
-                    _ = nats_stop.cancelled() => break Ok(()),
-                    _ = tokio::time::sleep(Duration::from_millis(500) * failures) => {}
+            match restart(server).await {
+                Ok(()) => *failures = 0,
+                Err(e) => {
+                    *failures += 1;
+                    tracing::error!(error = %e, failures = *failures, port = server.port(), "restarting the embedded nats-server failed");
+                    if *failures >= MAX_RESTART_FAILURES {
+                        roles_stop.cancel();
+                        break 'supervise Err(ServeError::NatsServerLost {
+                            failures: *failures,
+                            last: e,
+                        });
+                    }
+                    tokio::select! {
+                        _ = nats_stop.cancelled() => break 'supervise Ok(()),
+                        _ = tokio::time::sleep(Duration::from_millis(500) * *failures) => {}
+                    }
                 }
             }
         }
     };
-    tracing::info!(
-        pid = server.pid().unwrap_or(0),
-        "stopping the embedded nats-server"
-    );
-    server.stop().await?;
+    for server in &mut servers {
+        tracing::info!(
+            pid = server.pid().unwrap_or(0),
+            port = server.port(),
+            "stopping the embedded nats-server"
+        );
+        server.stop().await?;
+    }
     tracing::info!("embedded nats-server stopped");
     outcome
+}
+
+/// Starts a server that exited unexpectedly again, on its port and store.
+async fn restart(server: &mut NatsServer) -> Result<(), String> {
+    tracing::error!(
+        port = server.port(),
+        "embedded nats-server exited unexpectedly, restarting it"
+    );
+    if !port_free(server.port()) {
+        return Err(format!(
+            "port {} is taken by another process",
+            server.port()
+        ));
+    }
+    server.restart().await.map_err(|e| e.to_string())?;
+    if !server.is_running() {
+        return Err("it exited right after starting".to_owned());
+    }
+    tracing::warn!(
+        pid = server.pid().unwrap_or(0),
+        port = server.port(),
+        "embedded nats-server restarted"
+    );
+    Ok(())
 }

@@ -32,7 +32,7 @@ use crate::domain::DomainConfig;
 use crate::http::{BridgeArgs, HttpError};
 use crate::log::{self, LogConfig, LogError, Reader};
 use crate::metrics::{Metrics, MetricsError};
-use crate::nats_server::{Durability, NatsServerError};
+use crate::nats_server::{Durability, NatsServer, NatsServerError};
 use crate::projections::{projector, Opened, ProjectionError, Projections};
 use crate::writer::{self, WriterConfig, WriterError};
 
@@ -59,6 +59,9 @@ pub enum NatsMode {
         port: u16,
         /// The fsync mode; `None`: `always` when the server supports it (>= 2.10), else `default`.
         durability: Option<Durability>,
+        /// 1: a lone server; more: a JetStream cluster of that many nodes on this machine (client
+        /// ports from `port` on, route ports after them, stores under `<data-dir>/nats/node-<i>`).
+        nodes: usize,
     },
 }
 
@@ -257,21 +260,40 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
             bin,
             port,
             durability,
+            nodes,
         } => {
-            let server = start_embedded(bin.clone(), *port, *durability, &config.data_dir).await?;
-            fsync_each = server.durability() == Durability::SyncAlways;
+            let servers =
+                start_embedded(bin.clone(), *port, *durability, *nodes, &config.data_dir).await?;
+            let durability = servers[0].durability();
+            fsync_each = durability == Durability::SyncAlways;
+            let url = servers
+                .iter()
+                .map(NatsServer::url)
+                .collect::<Vec<_>>()
+                .join(",");
+            let what = match servers.len() {
+                1 => format!("embedded nats-server {}", servers[0].version()),
+                n => format!(
+                    "embedded {n}-node cluster of nats-server {}",
+                    servers[0].version()
+                ),
+            };
+            let pids: Vec<String> = servers
+                .iter()
+                .map(|s| s.pid().unwrap_or(0).to_string())
+                .collect();
+            let logs: Vec<String> = servers
+                .iter()
+                .map(|s| s.log_path().display().to_string())
+                .collect();
             let line = format!(
-                "{} (embedded nats-server {}, pid {}, log {})\n  durability:  {}: {}",
-                server.url(),
-                server.version(),
-                server.pid().unwrap_or(0),
-                server.log_path().display(),
-                server.durability(),
-                durability_meaning(server.durability()),
+                "{url} ({what}, pid {}, log {})\n  durability:  {durability}: {}",
+                pids.join(" "),
+                logs.join(" "),
+                durability_meaning(durability),
             );
-            let url = server.url();
             let nats_stop = CancellationToken::new();
-            let handle = tokio::spawn(supervise(server, nats_stop.clone(), stop.clone()));
+            let handle = tokio::spawn(supervise(servers, nats_stop.clone(), stop.clone()));
             (url, line, Some((handle, nats_stop)))
         }
     };
@@ -304,7 +326,7 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
 async fn connect(url: &str, role: &str) -> Result<async_nats::Client, ServeError> {
     crate::log::connection::options(&format!("orchestrator serve: {role}"))
         .connection_timeout(Duration::from_secs(5))
-        .connect(url)
+        .connect(crate::log::connection::addresses(url))
         .await
         .map_err(|e| ServeError::Connect {
             url: url.to_owned(),

@@ -5,6 +5,8 @@
 //! Each test file uses a subset of these helpers, hence `allow(dead_code)`.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::collections::BTreeSet;
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};

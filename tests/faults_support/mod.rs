@@ -3,6 +3,9 @@
 //! and the `orchestrator` binary as a child process.
 #![allow(dead_code, unused_imports)]
 
+mod load;
+pub use load::*;
+
 pub use std::collections::{BTreeMap, BTreeSet};
 pub use std::path::Path;
 pub use std::process::Stdio;
@@ -311,6 +314,11 @@ pub struct Orchestrator {
 
 impl Orchestrator {
     pub fn spawn(url: &str, data_dir: &Path, run: usize) -> Orchestrator {
+        Orchestrator::spawn_with(url, data_dir, run, &[])
+    }
+
+    /// [`Orchestrator::spawn`] with more `serve` arguments (`--replicas 3` on a cluster).
+    pub fn spawn_with(url: &str, data_dir: &Path, run: usize, extra: &[&str]) -> Orchestrator {
         std::fs::create_dir_all(data_dir).unwrap();
         let log = data_dir.join(format!("orchestrator-{run}.log"));
         let out = std::fs::File::create(&log).unwrap();
@@ -326,6 +334,7 @@ impl Orchestrator {
                 "--group-commit",
                 "on",
             ])
+            .args(extra)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
