@@ -7,9 +7,11 @@
 //!
 //! Deterministic: fixed offsets and a seeded generator; "eventually" is polled with a deadline.
 
-mod common;
 mod faults_support;
 mod http_support;
+
+// One copy of the shared helpers: `faults_support` finds them at `crate::common`.
+use http_support::common;
 
 use std::path::PathBuf;
 
