@@ -736,3 +736,62 @@ async fn a_serving_orchestrator_answers_right_data_or_none_while_its_store_is_de
         String::from_utf8_lossy(&verify.stderr)
     );
 }
+
+/// What sled's CRC cannot see, found by the scan at open: a closed store whose values are
+/// well-formed for sled but wrong for the read models is moved aside and counted as `corrupt`.
+#[test]
+fn the_scan_at_open_finds_what_a_crc_cannot() {
+    type Wreck = fn(&sled::Tree);
+    let wrecks: [(&str, Wreck); 4] = [
+        ("garbage in a VM view", |t| {
+            t.insert(b"m:vm-1", &b"\xff\xff\xff"[..]).unwrap();
+        }),
+        ("a counter that disagrees with the views", |t| {
+            t.insert(b"c:active", &7u64.to_be_bytes()).unwrap();
+        }),
+        ("no checkpoint", |t| {
+            t.remove(b"_checkpoint").unwrap();
+        }),
+        ("a key of no known kind", |t| {
+            t.insert(b"x:what", &b""[..]).unwrap();
+        }),
+    ];
+    for (case, wreck) in wrecks {
+        let work = tempfile::tempdir().unwrap();
+        let dir = work.path().join("projections");
+        {
+            let (store, _) = Projections::open(&dir).unwrap();
+            store.apply_batch(&[vm_registered(1)]).unwrap();
+            wreck(&store.raw_tree());
+            store.raw_tree().flush().unwrap();
+        }
+        let (store, opened) = Projections::open(&dir).unwrap();
+        assert!(
+            matches!(opened, Opened::Corrupt { .. }),
+            "{case}: {opened:?}"
+        );
+        assert_eq!(store.checkpoint(), 0, "{case}");
+        assert!(work.path().join("projections.damaged").is_dir(), "{case}");
+        assert!(store.rebuilds().contains(&("corrupt", 1)), "{case}");
+    }
+}
+
+fn vm_registered(seq: u64) -> (u64, Option<orchestrator_events::Envelope>) {
+    use orchestrator_events::{Actor, Envelope, Event, VmId};
+    let event = Event::VmRegistered {
+        endpoint: None,
+        heartbeat_ms: None,
+        vm_id: VmId::parse("vm-1").unwrap(),
+        capacity: 2,
+        labels: Default::default(),
+    };
+    let env = Envelope::new(
+        "e1".into(),
+        "c1".into(),
+        1,
+        1_700_000_000_000,
+        Actor::operator("t"),
+        event,
+    );
+    (seq, Some(env))
+}
