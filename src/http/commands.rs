@@ -177,13 +177,20 @@ pub async fn respond(
                 Subject::Session(id) => store.session(id).map(|s| body.session = s),
                 Subject::Vm(id) => store.vm(id).map(|v| body.vm = v),
             };
-            read.map_err(|e| ApiError::Internal(format!("reading after seq {seq}: {e}")))?;
-            if queued {
-                StatusCode::ACCEPTED
-            } else if created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
+            match read {
+                Ok(()) if queued => StatusCode::ACCEPTED,
+                Ok(()) if created => StatusCode::CREATED,
+                Ok(()) => StatusCode::OK,
+                // Applied all the same: answered like projections that have not caught up.
+                Err(e) if e.is_rebuilding() => {
+                    tracing::warn!(seq, error = %e, "projections rebuilding: answering 202");
+                    body.pending = Some(format!(
+                        "the command is applied at seq {seq}, but this bridge's projections are \
+                         being rebuilt; read {location} again shortly"
+                    ));
+                    StatusCode::ACCEPTED
+                }
+                Err(e) => return Err(ApiError::Internal(format!("reading after seq {seq}: {e}"))),
             }
         }
         Err(e) => {

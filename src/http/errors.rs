@@ -32,6 +32,7 @@
 //! | 429 | `too_many_feeds` | the caller has `--max-feeds-per-caller` event feeds open, or the bridge `--max-feeds` (with `Retry-After`) | close a feed, retry later |
 //! | 500 | `internal` | a bug or a version skew between bridge and writer (logged) | report it |
 //! | 503 | `unavailable` | NATS is unreachable, no writer answers, or the writer did not answer in time (with `Retry-After`). For a command, it may or may not have been applied: retrying with the same `Idempotency-Key` is safe | retry with the same key |
+//! | 503 | `projections_rebuilding` | a read (session, sessions, VM, VMs, capacity) met a damaged projection store, or the store is being rebuilt from the log after damage (with `Retry-After`); no data is answered until the rebuild reaches the log's end | retry shortly, or read from another bridge |
 //!
 //! The writer's protocol codes `malformed_request`, `unknown_command` and `unsupported_content_type`
 //! cannot be caused by an HTTP caller (the bridge encodes every command itself), so they are
@@ -142,6 +143,9 @@ pub enum ApiError {
     /// 503 `unavailable` for a read.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// 503 `projections_rebuilding`: the projections are damaged or being rebuilt after damage.
+    #[error("projections rebuilding: {0}")]
+    ProjectionsRebuilding(String),
     /// 500 `internal`.
     #[error("internal error: {0}")]
     Internal(String),
@@ -227,7 +231,7 @@ pub fn status_for_code(code: &str) -> StatusCode {
         "unsupported_content_type" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "command_id_reused" | "invalid_argument" => StatusCode::UNPROCESSABLE_ENTITY,
         "rate_limited" | "too_many_feeds" => StatusCode::TOO_MANY_REQUESTS,
-        "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable" | "projections_rebuilding" => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -240,6 +244,16 @@ const WRITER_BUG_CODES: [&str; 3] = [
 ];
 
 impl ApiError {
+    /// A read of the projections that failed: damage or a rebuild in progress is 503
+    /// `projections_rebuilding`, anything else internal.
+    pub fn projections(e: crate::projections::ProjectionError) -> Self {
+        if e.is_rebuilding() {
+            ApiError::ProjectionsRebuilding(e.to_string())
+        } else {
+            ApiError::Internal(format!("projection store: {e}"))
+        }
+    }
+
     /// A rejection from the writer's reply.
     pub fn rejected(code: String, message: String, rejection: Option<Rejection>) -> Self {
         ApiError::Rejected(Box::new(Refusal {
@@ -269,6 +283,7 @@ impl ApiError {
             ApiError::Rejected(r) if WRITER_BUG_CODES.contains(&r.code.as_str()) => "internal",
             ApiError::Rejected(r) => &r.code,
             ApiError::CommandUnavailable(_) | ApiError::Unavailable(_) => "unavailable",
+            ApiError::ProjectionsRebuilding(_) => "projections_rebuilding",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -326,6 +341,12 @@ impl ApiError {
             ApiError::Unavailable(_) => {
                 "the orchestrator is unavailable right now; retry shortly".to_owned()
             }
+            ApiError::ProjectionsRebuilding(_) => {
+                extra.insert("retryable".into(), Value::Bool(true));
+                "this bridge's read models were found damaged and are being rebuilt from the log; \
+                 retry shortly"
+                    .to_owned()
+            }
             ApiError::Internal(_) => internal_detail(),
             ApiError::RouteNotFound | ApiError::MethodNotAllowed | ApiError::KeyInFlight => {
                 self.to_string()
@@ -373,7 +394,9 @@ impl IntoResponse for ApiError {
             ApiError::Rejected(_) if problem.code == "internal" => {
                 tracing::error!(error = %self, "the writer refused a request the bridge built")
             }
-            ApiError::CommandUnavailable(_) | ApiError::Unavailable(_) => {
+            ApiError::CommandUnavailable(_)
+            | ApiError::Unavailable(_)
+            | ApiError::ProjectionsRebuilding(_) => {
                 tracing::warn!(error = %self, "request failed: unavailable")
             }
             _ => tracing::debug!(error = %self, code = %problem.code, "request refused"),

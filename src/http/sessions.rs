@@ -22,7 +22,7 @@ pub const DEFAULT_PAGE: usize = 50;
 pub const MAX_PAGE: usize = 500;
 
 fn store_error(e: crate::projections::ProjectionError) -> ApiError {
-    ApiError::Internal(format!("projection store: {e}"))
+    ApiError::projections(e)
 }
 
 /// The session if the principal may see it; 404 when it does not exist or is another player's.

@@ -15,7 +15,7 @@ use crate::domain::{Command, DomainConfig};
 use crate::projections::{Capacity, VmView};
 
 fn store_error(e: crate::projections::ProjectionError) -> ApiError {
-    ApiError::Internal(format!("projection store: {e}"))
+    ApiError::projections(e)
 }
 
 /// `POST /v1/vms` (operator).

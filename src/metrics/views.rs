@@ -57,6 +57,7 @@ impl Sources {
                     checkpoint: store.checkpoint(),
                     capacity: store.capacity().ok(),
                     vms: store.vms().unwrap_or_default(),
+                    rebuilds: store.rebuilds(),
                     now_ms: crate::clock::now_ms(),
                 })
             }
@@ -85,6 +86,7 @@ struct ProjectionGauges {
     checkpoint: u64,
     capacity: Option<Capacity>,
     vms: Vec<VmView>,
+    rebuilds: Vec<(&'static str, u64)>,
     now_ms: i64,
 }
 
@@ -163,6 +165,16 @@ impl ProjectionGauges {
         }
         let help = "The last stream sequence the projections applied";
         gauge(e, "orch_projection_checkpoint", help, None, self.checkpoint)?;
+        let mut rebuilds = e.encode_descriptor(
+            "orch_projection_rebuilds",
+            "Times the projection store was rebuilt from the log since the process started, by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, n) in &self.rebuilds {
+            ConstCounter::new(*n)
+                .encode(rebuilds.encode_family(&labels(&[("reason", reason)]))?)?;
+        }
         if let Some(cap) = &self.capacity {
             capacity(e, cap, self.now_ms)?;
         }

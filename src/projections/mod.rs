@@ -4,13 +4,17 @@
 //! - [`keys`]: the store's layout.
 //! - [`apply`]: how an event changes them, over any key-value store (sled, or memory for `verify`).
 //! - [`store`]: the sled store: batches atomic with the checkpoint, reads, read-your-writes.
-//! - [`projector`]: the loop that follows the log into the store.
+//! - [`open`]: opening it, and replacing a damaged one by an empty store to rebuild.
+//! - [`health`]: how damage is found (at open and by reads), rebuilds counted by reason.
+//! - [`projector`]: the loop that follows the log into the store, and rebuilds it after damage.
 //!
 //! sled holds derived state only: deleting it loses nothing.
 
 pub mod apply;
+pub mod health;
 pub mod keys;
 pub mod model;
+mod open;
 pub mod projector;
 pub mod store;
 
@@ -33,7 +37,8 @@ pub enum ProjectionError {
         /// The store's directory.
         path: String,
     },
-    /// A stored value cannot be decoded. Rebuild the projections.
+    /// A stored value cannot be decoded, or the store is damaged otherwise. A read answers it as
+    /// unavailable; the damage is reported and the projector rebuilds the store from the log.
     #[error("projection store corrupt at key {key}: {reason}")]
     Corrupt {
         /// The key.
@@ -77,4 +82,37 @@ pub enum ProjectionError {
     /// The log could not be read.
     #[error("reading the log: {0}")]
     Log(String),
+    /// The store is being rebuilt from the log after damage: reads are refused until it reaches
+    /// `target`. Retry shortly.
+    #[error("the projections are being rebuilt from the log after damage (at {reached}{})",
+        .target.map(|t| format!(" of {t}")).unwrap_or_default())]
+    Rebuilding {
+        /// Where the rebuild is.
+        reached: u64,
+        /// The log's end it must reach (`None`: not known yet).
+        target: Option<u64>,
+    },
+}
+
+impl ProjectionError {
+    /// Whether this is damage of the store (a value that does not decode, sled's own corruption
+    /// or I/O error), which a rebuild from the log repairs.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            ProjectionError::Corrupt { .. } => true,
+            ProjectionError::Sled(
+                sled::Error::Corruption { .. } | sled::Error::ReportableBug(_),
+            ) => true,
+            ProjectionError::Sled(sled::Error::Io(io)) => {
+                io.kind() != std::io::ErrorKind::WouldBlock
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a read failed for damage or a rebuild in progress: answered as unavailable (the
+    /// bridge's 503 `projections_rebuilding`), never as data.
+    pub fn is_rebuilding(&self) -> bool {
+        self.is_damage() || matches!(self, ProjectionError::Rebuilding { .. })
+    }
 }

@@ -9,6 +9,10 @@
 //! error and retries from its checkpoint with a backoff, so a quarantine or an upgrade lets it go
 //! on); an event it cannot apply stops it with an error naming the sequence. After any reconnect or
 //! failed read it resumes from its own checkpoint.
+//!
+//! Damage of the store, found by a read or by a batch ([`super::health`]), makes [`run`] replace the
+//! store by an empty one and follow the log from its start; reads are refused until it reaches
+//! the log's end as it was then.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -153,6 +157,15 @@ impl Flusher {
         }));
     }
 
+    /// Waits for the flush running and forgets the one due: the store is being replaced.
+    async fn abandon(&mut self) {
+        if let Some(running) = self.running.take() {
+            // The task only logs: a panic in it leaves nothing to handle here.
+            let _ = running.await;
+        }
+        self.due = None;
+    }
+
     /// Waits for the flush running, then flushes everything.
     async fn finish(&mut self) -> Result<(), ProjectionError> {
         if let Some(running) = self.running.take() {
@@ -173,6 +186,28 @@ pub async fn run(
     let mut backoff = Duration::from_millis(100);
     let mut flusher = Flusher::new(store.clone());
     loop {
+        if let Some(reason) = store.take_damage() {
+            flusher.abandon().await;
+            store.replace_damaged(&reason)?;
+        }
+        if store.rebuild_target_unknown() {
+            let last = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                r = reader.last_seq() => r,
+            };
+            match last {
+                Ok(last) => store.rebuilding_to(last),
+                Err(e) => {
+                    tracing::warn!(error = %e, "projector: cannot read the log's end, retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            }
+        }
         let from = store.checkpoint() + 1;
         let mut events = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -201,10 +236,17 @@ pub async fn run(
                     flusher.start();
                     continue;
                 }
+                // Damage reported by a read: the outer loop replaces the store.
+                _ = store.damaged() => break,
                 b = next_batch(&mut events) => b,
             };
             let Some(batch) = batch else { break };
-            store.apply_batch(&batch.events)?;
+            match store.apply_batch(&batch.events) {
+                Ok(()) => {}
+                // Reported by the batch itself: the outer loop replaces the store.
+                Err(e) if e.is_damage() => break,
+                Err(e) => return Err(e),
+            }
             flusher.applied();
             match batch.error {
                 None => {}
@@ -239,6 +281,7 @@ pub async fn rebuild(
 ) -> Result<u64, ProjectionError> {
     store.clear()?;
     let (last, mut events) = reader.entries_to_end(1).await.map_err(log_error)?;
+    store.rebuilding_to(last);
     progress(0, last);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(1);
     let read = async move {

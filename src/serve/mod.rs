@@ -342,7 +342,10 @@ fn describe_opened(opened: &Opened) -> String {
             format!("rebuilding from the log: the store had layout version {found}")
         }
         Opened::Unreadable { reason } => {
-            format!("rebuilding from the log: the store was unreadable ({reason})")
+            format!("rebuilding from the log: the store was unreadable ({reason}); moved aside")
+        }
+        Opened::Corrupt { reason } => {
+            format!("rebuilding from the log: the store was damaged ({reason}); moved aside")
         }
         Opened::OtherLog { reason } => {
             format!("rebuilding from the log: the store was of another log ({reason})")
