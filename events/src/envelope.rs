@@ -111,11 +111,15 @@ pub struct Envelope {
     pub event: Event,
 }
 
+/// The last millisecond RFC 3339 can write: 9999-12-31T23:59:59.999Z.
+const LAST_RFC3339_MS: Timestamp = 253_402_300_799_999;
+
 /// A time as RFC 3339 UTC with milliseconds, e.g. `2026-11-29T08:58:49.123Z`. Times before the
-/// Unix epoch (which the writer never records) show as the epoch.
+/// Unix epoch show as the epoch, and times after year 9999 (which RFC 3339 cannot write) as its
+/// last millisecond; the writer records neither, but a message in the log may hold any time.
 pub fn rfc3339(ms: Timestamp) -> String {
-    let t =
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    let ms = u64::try_from(ms.clamp(0, LAST_RFC3339_MS)).unwrap_or(0);
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
     humantime::format_rfc3339_millis(t).to_string()
 }
 
@@ -342,5 +346,24 @@ mod tests {
         assert_eq!(serde_json::from_value::<Envelope>(v.clone()).unwrap(), env);
         v["command_digest"] = serde_json::json!("-1");
         assert!(serde_json::from_value::<Envelope>(v).is_err());
+    }
+
+    #[test]
+    fn a_time_after_year_9999_has_a_json_form() {
+        // Found by the fuzz target envelope_decode: the JSON form of this version 2 envelope, whose
+        // occurred_at is after year 9999, panicked (RFC 3339 has four-digit years).
+        const CRASH: &[u8] =
+            b"\x02\x1a01JDQ8ZK6X1Q8M2N4P{\x00\x00\x000V04)idem-7d2e9b40-0004-\x00\x00\x00\
+          \x00\x00\x00\x00\x00e-52b8a1c6d0e7\x84\x80\x80\x8b\xf0Z\x80\xe0\x9b\x92\xec\
+          \xe5\xd4\xedd\x01\x14jdoe@ops.example.com\x01\x19s3f9c1a7e52d04b8e9a61c2f0\x11\
+          eu-west-1-g5-0042\x00\x0c\x010\x08\x00";
+        let env = crate::codec::decode(CRASH).unwrap();
+        assert!(env.occurred_at > LAST_RFC3339_MS);
+        let json = serde_json::to_value(&env).unwrap();
+        assert_eq!(json["occurred_at_rfc3339"], "9999-12-31T23:59:59.999Z");
+        assert_eq!(serde_json::from_value::<Envelope>(json).unwrap(), env);
+        assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(LAST_RFC3339_MS), "9999-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(i64::MIN), "1970-01-01T00:00:00.000Z");
     }
 }

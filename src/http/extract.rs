@@ -26,7 +26,9 @@ pub struct ApiJson<T>(pub T);
 #[derive(Debug, Clone)]
 pub struct OptionalJson<T>(pub T);
 
-fn is_json(headers: &HeaderMap) -> bool {
+/// Whether a request's `Content-Type` is JSON: `application/json` or `application/<something>+json`,
+/// parameters (`; charset=utf-8`) aside.
+pub fn is_json_content_type(headers: &HeaderMap) -> bool {
     let Some(ct) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
@@ -45,8 +47,9 @@ async fn read_json<T: DeserializeOwned>(
     state: &AppState,
     optional: bool,
 ) -> Result<Option<T>, ApiError> {
-    let json = is_json(req.headers());
+    let json = is_json_content_type(req.headers());
     if !optional && !json {
+        // Refused before the body is read.
         return Err(ApiError::UnsupportedMediaType);
     }
     let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
@@ -61,14 +64,27 @@ async fn read_json<T: DeserializeOwned>(
             ))
         }
     })?;
+    json_body(json, &bytes, optional)
+}
+
+/// What a body that was read becomes: `None` when it is empty (or blank) and `optional`; else 415
+/// `unsupported_content_type` unless `json` (the `Content-Type` is JSON, see
+/// [`is_json_content_type`]), 400 `malformed_request` unless it is one JSON object of type `T`
+/// and nothing after it. [`ApiJson`] and [`OptionalJson`] answer with this; the fuzz target
+/// `http_bodies` calls it directly.
+pub fn json_body<T: DeserializeOwned>(
+    json: bool,
+    bytes: &[u8],
+    optional: bool,
+) -> Result<Option<T>, ApiError> {
     if optional && bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
     if !json {
         return Err(ApiError::UnsupportedMediaType);
     }
-    require_object(&bytes)?;
-    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    require_object(bytes)?;
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
     deserialize_all(de).map(Some)
 }
 

@@ -3,14 +3,14 @@
 use axum::extract::State;
 use axum::response::Response;
 use axum::Json;
-use orchestrator_events::{CommandId, EndReason, SessionId};
+use orchestrator_events::{CommandId, EndReason, PlacementPolicy, SessionId, VmId};
 
 use super::auth::Auth;
 use super::commands::{self, Subject};
 use super::errors::ApiError;
 use super::extract::{in_range, ApiJson, ApiQuery, IdempotencyKey, OptionalJson, SessionPath};
 use super::state::AppState;
-use super::tokens::Role;
+use super::tokens::{Principal, Role};
 use super::types::{AssignBody, EmptyBody, EndBody, SessionQuery, StartSessionBody};
 use crate::domain::command::{AssignVm, EndSession, SessionRef, StartSession, MAX_WAIT_MS};
 use crate::domain::Command;
@@ -48,27 +48,45 @@ pub async fn visible_session(
     }
 }
 
-/// `POST /v1/sessions`: starts a session, and assigns it at once when `assign` is given (the
-/// second command's id is `<Idempotency-Key>:assign`). When the start is applied but the
-/// assignment refused, the problem carries the new `session_id` and the start's `seq`: assign it
-/// later, or retry the whole request with the same key.
-///
-/// Only operators and services may give the `session_id`; a player's session gets the id derived
-/// from the command id.
-pub async fn create(
-    State(state): State<AppState>,
-    auth: Auth,
-    IdempotencyKey(key): IdempotencyKey,
-    ApiJson(body): ApiJson<StartSessionBody>,
-) -> Result<Response, ApiError> {
-    let principal = &auth.0;
-    // Checked before the start is sent, so that a bad wait leaves no session behind.
-    let wait_ms = body
-        .assign
-        .as_ref()
-        .and_then(|a| a.wait_ms)
-        .map(wait_ms)
-        .transpose()?;
+/// The arguments of an assignment, checked before anything is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// The VM to use; absent: the policy picks one.
+    pub vm_id: Option<VmId>,
+    /// The placement policy.
+    pub policy: Option<PlacementPolicy>,
+    /// How long to wait in the placement queue, 1 to [`MAX_WAIT_MS`].
+    pub wait_ms: Option<u64>,
+}
+
+impl Assignment {
+    /// An assignment's body, checked: a `wait_ms` out of its range is 422 `invalid_argument`.
+    pub fn from_body(body: AssignBody) -> Result<Self, ApiError> {
+        Ok(Self {
+            vm_id: body.vm_id,
+            policy: body.policy,
+            wait_ms: body.wait_ms.map(wait_ms).transpose()?,
+        })
+    }
+
+    /// The command that assigns `session_id`.
+    pub fn command(self, session_id: SessionId) -> Command {
+        Command::AssignVm(AssignVm {
+            session_id,
+            vm_id: self.vm_id,
+            policy: self.policy,
+            wait_ms: self.wait_ms,
+        })
+    }
+}
+
+/// What a start's body asks of `principal`, checked before anything is sent (so that a bad
+/// `assign` leaves no session behind): the start, and the assignment to send after it.
+pub fn start_request(
+    principal: &Principal,
+    body: StartSessionBody,
+) -> Result<(StartSession, Option<Assignment>), ApiError> {
+    let assignment = body.assign.map(Assignment::from_body).transpose()?;
     let user_id = match (principal.player(), body.user_id) {
         (Some(me), None) => me,
         (Some(me), Some(u)) if u == me => u,
@@ -95,8 +113,32 @@ pub async fn create(
                 .into(),
         });
     }
+    let start = StartSession {
+        session_id: body.session_id,
+        user_id,
+        game_id: body.game_id,
+        requirements: body.requirements,
+    };
+    Ok((start, assignment))
+}
+
+/// `POST /v1/sessions`: starts a session, and assigns it at once when `assign` is given (the
+/// second command's id is `<Idempotency-Key>:assign`). When the start is applied but the
+/// assignment refused, the problem carries the new `session_id` and the start's `seq`: assign it
+/// later, or retry the whole request with the same key.
+///
+/// Only operators and services may give the `session_id`; a player's session gets the id derived
+/// from the command id.
+pub async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    IdempotencyKey(key): IdempotencyKey,
+    ApiJson(body): ApiJson<StartSessionBody>,
+) -> Result<Response, ApiError> {
+    let principal = &auth.0;
+    let (start, assignment) = start_request(principal, body)?;
     let (command_id, _guard) = commands::command_id(&state, principal, key)?;
-    let assign_id = match &body.assign {
+    let assign_id = match &assignment {
         Some(_) => Some(
             CommandId::parse(format!("{command_id}:assign")).map_err(|_| {
                 ApiError::Malformed(format!(
@@ -107,12 +149,7 @@ pub async fn create(
         ),
         None => None,
     };
-    let start = Command::StartSession(StartSession {
-        session_id: body.session_id,
-        user_id,
-        game_id: body.game_id,
-        requirements: body.requirements,
-    });
+    let start = Command::StartSession(start);
     let started = commands::send(&state, principal, &command_id, &start).await?;
     let session_id = started
         .event
@@ -122,13 +159,8 @@ pub async fn create(
         .ok_or_else(|| ApiError::Internal("a start answered with a VM event".into()))?;
     let start_seq = started.seq;
     let mut applied = vec![started];
-    if let (Some(assign), Some(assign_id)) = (body.assign, assign_id) {
-        let command = Command::AssignVm(AssignVm {
-            session_id: session_id.clone(),
-            vm_id: assign.vm_id,
-            policy: assign.policy,
-            wait_ms,
-        });
+    if let (Some(assignment), Some(assign_id)) = (assignment, assign_id) {
+        let command = assignment.command(session_id.clone());
         match commands::send(&state, principal, &assign_id, &command).await {
             Ok(a) => applied.push(a),
             Err(ApiError::Rejected(mut r)) => {
@@ -249,21 +281,24 @@ pub async fn end(
     SessionPath(id): SessionPath,
     OptionalJson(body): OptionalJson<EndBody>,
 ) -> Result<Response, ApiError> {
-    let reason = match (auth.0.role, body.reason) {
-        (Role::Player, None | Some(EndReason::User)) => EndReason::User,
-        (Role::Player, Some(_)) => {
-            return Err(ApiError::Forbidden(
-                "a player ends a session with reason `user` only".into(),
-            ))
-        }
-        (Role::Operator, reason) => reason.unwrap_or(EndReason::Operator),
-        (Role::Service, reason) => reason.unwrap_or(EndReason::User),
-    };
     let command = Command::EndSession(EndSession {
         session_id: id.clone(),
-        reason,
+        reason: end_reason(auth.0.role, body)?,
     });
     session_command(state, auth, key, id, command).await
+}
+
+/// The reason of an end asked by a principal of `role`: a player's is always `user` (403 for any
+/// other); an operator's defaults to `operator`, a service's to `user`.
+pub fn end_reason(role: Role, body: EndBody) -> Result<EndReason, ApiError> {
+    match (role, body.reason) {
+        (Role::Player, None | Some(EndReason::User)) => Ok(EndReason::User),
+        (Role::Player, Some(_)) => Err(ApiError::Forbidden(
+            "a player ends a session with reason `user` only".into(),
+        )),
+        (Role::Operator, reason) => Ok(reason.unwrap_or(EndReason::Operator)),
+        (Role::Service, reason) => Ok(reason.unwrap_or(EndReason::User)),
+    }
 }
 
 /// An `assign`'s `wait_ms`: 1 to [`MAX_WAIT_MS`], else 422 `invalid_argument`.
@@ -279,11 +314,6 @@ pub async fn assign(
     SessionPath(id): SessionPath,
     OptionalJson(body): OptionalJson<AssignBody>,
 ) -> Result<Response, ApiError> {
-    let command = Command::AssignVm(AssignVm {
-        session_id: id.clone(),
-        vm_id: body.vm_id,
-        policy: body.policy,
-        wait_ms: body.wait_ms.map(wait_ms).transpose()?,
-    });
+    let command = Assignment::from_body(body)?.command(id.clone());
     session_command(state, auth, key, id, command).await
 }

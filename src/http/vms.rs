@@ -18,6 +18,25 @@ fn store_error(e: crate::projections::ProjectionError) -> ApiError {
     ApiError::projections(e)
 }
 
+/// What a registration's body asks, checked before it is sent: a capacity or heartbeat interval
+/// out of its range is 422 `invalid_argument`.
+pub fn register_request(body: RegisterVmBody) -> Result<RegisterVm, ApiError> {
+    let max = i64::from(DomainConfig::default().max_vm_capacity);
+    let capacity = in_range("capacity", body.capacity, 1..=max)?;
+    let (lo, hi) = HEARTBEAT_MS_RANGE.into_inner();
+    let heartbeat_ms = body
+        .heartbeat_ms
+        .map(|h| in_range("heartbeat_ms", h, i64::from(lo)..=i64::from(hi)))
+        .transpose()?;
+    Ok(RegisterVm {
+        vm_id: body.vm_id,
+        capacity,
+        labels: body.labels,
+        heartbeat_ms,
+        endpoint: body.endpoint,
+    })
+}
+
 /// `POST /v1/vms` (operator).
 pub async fn register(
     State(state): State<AppState>,
@@ -26,21 +45,8 @@ pub async fn register(
     ApiJson(body): ApiJson<RegisterVmBody>,
 ) -> Result<Response, ApiError> {
     auth.require_operator()?;
-    let max = i64::from(DomainConfig::default().max_vm_capacity);
-    let capacity = in_range("capacity", body.capacity, 1..=max)?;
-    let (lo, hi) = HEARTBEAT_MS_RANGE.into_inner();
-    let heartbeat_ms = body
-        .heartbeat_ms
-        .map(|h| in_range("heartbeat_ms", h, i64::from(lo)..=i64::from(hi)))
-        .transpose()?;
     let vm_id = body.vm_id.clone();
-    let command = Command::RegisterVm(RegisterVm {
-        vm_id: body.vm_id,
-        capacity,
-        labels: body.labels,
-        heartbeat_ms,
-        endpoint: body.endpoint,
-    });
+    let command = Command::RegisterVm(register_request(body)?);
     let (command_id, _guard) = commands::command_id(&state, &auth.0, key)?;
     let applied = commands::send(&state, &auth.0, &command_id, &command).await?;
     commands::respond(&state, &auth.0, vec![applied], Subject::Vm(vm_id), true).await
