@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::security::Secured;
 use super::ServeError;
 use crate::nats_server::{
     binary_version, resolve_binary, Durability, NatsServer, NatsServerConfig, NatsServerError,
@@ -50,6 +51,7 @@ pub(super) async fn start_embedded(
     port: u16,
     durability: Option<Durability>,
     data_dir: &Path,
+    secured: &Secured,
 ) -> Result<NatsServer, ServeError> {
     let bin = match bin {
         Some(bin) => bin,
@@ -69,9 +71,18 @@ pub(super) async fn start_embedded(
         // Ctrl-C at a terminal must reach only `serve`, which drains its clients before it stops
         // the server.
         own_process_group: true,
+        auth: secured.users.clone(),
+        tls: secured.tls.clone(),
         ..NatsServerConfig::new(bin, data_dir.join("nats"))
     };
-    tracing::info!(version = %version, port, durability = %durability, "starting the embedded nats-server");
+    tracing::info!(
+        version = %version,
+        port,
+        durability = %durability,
+        users = config.auth.as_ref().map_or(0, |a| a.users.len()),
+        tls = config.tls.is_some(),
+        "starting the embedded nats-server"
+    );
     // A server already on the port would answer the readiness check for ours.
     if !port_free(port) {
         return Err(ServeError::PortInUse { port });
