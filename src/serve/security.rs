@@ -144,3 +144,67 @@ impl Secured {
         Ok(auth)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_server_gets_generated_users_and_each_role_its_own() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let security = NatsSecurity {
+            auth: true,
+            ..NatsSecurity::default()
+        };
+        let secured = security
+            .resolve(true, dir.path(), &CellId::default_cell())
+            .expect("generated");
+        assert!(dir.path().join("nats").join(CREDENTIALS_FILE).is_file());
+        let writer = secured.client(NatsRole::Writer).expect("a writer user");
+        let reader = secured.client(NatsRole::Reader).expect("a reader user");
+        assert_ne!(writer, reader);
+        assert!(
+            secured.describe().contains("7 users"),
+            "{}",
+            secured.describe()
+        );
+        let open = NatsSecurity::default()
+            .resolve(true, dir.path(), &CellId::default_cell())
+            .expect("nothing to read");
+        assert_eq!(
+            open.client(NatsRole::Writer).expect("anyone"),
+            ClientAuth::default()
+        );
+    }
+
+    #[test]
+    fn embedded_only_settings_are_refused_with_an_external_server() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let cell = CellId::default_cell();
+        let auth = NatsSecurity {
+            auth: true,
+            ..NatsSecurity::default()
+        };
+        assert!(matches!(
+            auth.resolve(false, dir.path(), &cell),
+            Err(ServeError::Security(_))
+        ));
+        let tls = NatsSecurity {
+            tls_cert: Some(("cert.pem".into(), "key.pem".into())),
+            ..NatsSecurity::default()
+        };
+        assert!(matches!(
+            tls.resolve(false, dir.path(), &cell),
+            Err(ServeError::Security(_))
+        ));
+        let ca = NatsSecurity {
+            tls_ca: Some("ca.pem".into()),
+            ..NatsSecurity::default()
+        };
+        let secured = ca
+            .resolve(false, dir.path(), &cell)
+            .expect("TLS to an external server");
+        let client = secured.client(NatsRole::Bridge).expect("no users");
+        assert!(client.tls_required && client.tls_root == Some("ca.pem".into()));
+    }
+}
