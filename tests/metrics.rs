@@ -36,6 +36,7 @@ fn config(server: &TestServer, data: &std::path::Path, roles: Roles) -> (ServeCo
         bridge: BridgeArgs::default(),
         metrics_addr: Some(addr),
         feed: Default::default(),
+        nats_security: Default::default(),
     };
     (config, addr)
 }

@@ -152,6 +152,7 @@ fn serve_config(url: String, data_dir: &std::path::Path) -> ServeConfig {
         bridge: BridgeArgs::default(),
         metrics_addr: None,
         feed: Default::default(),
+        nats_security: Default::default(),
     }
 }
 

@@ -9,6 +9,8 @@
 //! - [`session`], [`vm`]: send commands to the cell's writer; [`agent`]: send a VM's heartbeats.
 //! - [`get`]: `vm list|get`, `session list|get`, read from the log as `state` is.
 //! - `completions`: shell completion scripts ([`completions`]); [`config`]: `serve --config FILE`.
+//! - [`nats_user`]: `nats-user add|list`, the users of a secured NATS ([`nats_auth`]: the client
+//!   side's flags).
 //! - `bench` runs [`crate::bench`].
 //! - [`format`]: how times, labels, actors and events are shown and parsed.
 
@@ -29,6 +31,8 @@ pub mod config;
 pub mod format;
 pub mod get;
 pub mod history;
+pub mod nats_auth;
+pub mod nats_user;
 pub mod progress;
 pub mod quarantine;
 pub mod rebuild;
@@ -126,6 +130,9 @@ pub enum CliCommand {
     Bench(Box<crate::bench::BenchArgs>),
     /// Print a shell completion script: `source <(orchestrator completions bash)`.
     Completions(completions::CompletionsArgs),
+    /// The users of a secured NATS (`serve --nats-auth`): add one (an analytics consumer...), list them.
+    #[command(subcommand)]
+    NatsUser(nats_user::NatsUserCommand),
 }
 
 impl Cli {
@@ -216,6 +223,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> ExitCode {
         CliCommand::Vm(command) => vm::run(command).await,
         CliCommand::Session(command) => get::session(command).await,
         CliCommand::Completions(args) => completions::run(&args),
+        CliCommand::NatsUser(command) => nats_user::run(command),
         CliCommand::Agent(args) => agent::run(args, shutdown).await,
         CliCommand::Bench(args) => crate::bench::run(*args)
             .await
@@ -261,12 +269,21 @@ pub struct NatsArgs {
     /// How long to wait for NATS and for each answer.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// Who to connect as, and TLS.
+    #[command(flatten)]
+    pub auth: nats_auth::ClientAuthArgs,
 }
 
 impl NatsArgs {
     /// Connects, failing fast when nothing answers.
     pub async fn connect(&self, name: &str) -> Result<async_nats::Client, CliError> {
-        connect(&self.nats_url, name, self.timeout).await
+        connect(
+            &self.nats_url,
+            name,
+            self.timeout,
+            &self.auth.client_auth()?,
+        )
+        .await
     }
 
     /// A reader of the cell's log on a new connection, once the log's stream is known to exist
@@ -300,17 +317,20 @@ pub async fn connect(
     url: &str,
     name: &str,
     timeout: Duration,
+    auth: &crate::log::connection::ClientAuth,
 ) -> Result<async_nats::Client, CliError> {
-    crate::log::connection::options(&format!("orchestrator {name}"))
-        .connection_timeout(timeout)
-        .request_timeout(Some(timeout))
-        .connect(crate::log::connection::addresses(url))
-        .await
-        .map_err(|e| {
-            CliError::Unavailable(format!(
-                "cannot connect to NATS at {url} ({e}); is `orchestrator serve` running?"
-            ))
-        })
+    auth.apply(crate::log::connection::options(&format!(
+        "orchestrator {name}"
+    )))
+    .connection_timeout(timeout)
+    .request_timeout(Some(timeout))
+    .connect(crate::log::connection::addresses(url))
+    .await
+    .map_err(|e| {
+        CliError::Unavailable(format!(
+            "cannot connect to NATS at {url} ({e}); is `orchestrator serve` running?"
+        ))
+    })
 }
 
 /// What every command subcommand takes besides its own arguments.

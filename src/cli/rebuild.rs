@@ -36,16 +36,21 @@ pub struct RebuildArgs {
     /// How long to wait for NATS.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// Who to connect as, and TLS.
+    #[command(flatten)]
+    pub auth: super::nats_auth::ClientAuthArgs,
 }
 
 /// Connects to the URL given, or to the embedded port; `None` when no URL was given and nothing
 /// answers on the embedded port but the data dir holds an embedded server's store.
 async fn try_connect(args: &RebuildArgs) -> Result<Option<async_nats::Client>, CliError> {
     if let Some(url) = &args.nats_url {
-        return Ok(Some(connect(url, "rebuild", args.timeout).await?));
+        return Ok(Some(
+            connect(url, "rebuild", args.timeout, &args.auth.client_auth()?).await?,
+        ));
     }
     let url = format!("nats://127.0.0.1:{}", args.nats_port);
-    match connect(&url, "rebuild", args.timeout).await {
+    match connect(&url, "rebuild", args.timeout, &args.auth.client_auth()?).await {
         Ok(client) => Ok(Some(client)),
         Err(_) if args.data_dir.join("nats").join(STORE_DIR).is_dir() => Ok(None),
         Err(e) => Err(e),
@@ -71,7 +76,7 @@ async fn start_data_dir_server(
         server.version(),
         server.url()
     );
-    let client = connect(&server.url(), "rebuild", args.timeout).await?;
+    let client = connect(&server.url(), "rebuild", args.timeout, &Default::default()).await?;
     Ok((client, server))
 }
 

@@ -15,7 +15,7 @@ use crate::http::BridgeArgs;
 use crate::log::DEFAULT_LEASE_TTL;
 use crate::nats_server::Durability;
 use crate::serve::{
-    FeedRetention, GroupCommit, NatsMode, Roles, ServeConfig, DEFAULT_EMBEDDED_PORT,
+    FeedRetention, GroupCommit, NatsMode, NatsSecurity, Roles, ServeConfig, DEFAULT_EMBEDDED_PORT,
 };
 
 /// A role `serve` can run.
@@ -63,6 +63,35 @@ pub struct ServeArgs {
     /// >= 2.10, else `default`.
     #[arg(long, env = "ORCH_DURABILITY", value_name = "always|default")]
     pub durability: Option<Durability>,
+    /// Secure the embedded server: users with per-role subject permissions, from
+    /// <data-dir>/nats/credentials.toml (one per role, generated at the first start, mode 0600);
+    /// each role connects as its user. See docs/security.md.
+    #[arg(long, env = "ORCH_NATS_AUTH")]
+    pub nats_auth: bool,
+    /// The NATS users file the roles connect with (default with --nats-auth:
+    /// <data-dir>/nats/credentials.toml). With --nats-url: the users the external server knows.
+    #[arg(long, env = "ORCH_NATS_CREDENTIALS", value_name = "FILE")]
+    pub nats_credentials: Option<PathBuf>,
+    /// The embedded server's TLS certificate (PEM); with --nats-tls-key, it speaks TLS only.
+    #[arg(
+        long,
+        env = "ORCH_NATS_TLS_CERT",
+        value_name = "FILE",
+        requires = "nats_tls_key"
+    )]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// The embedded server's TLS private key (PEM).
+    #[arg(
+        long,
+        env = "ORCH_NATS_TLS_KEY",
+        value_name = "FILE",
+        requires = "nats_tls_cert"
+    )]
+    pub nats_tls_key: Option<PathBuf>,
+    /// The CA (PEM) the roles verify the server's certificate with: default, the embedded server's
+    /// certificate itself; with --nats-url it turns TLS on.
+    #[arg(long, env = "ORCH_NATS_TLS_CA", value_name = "FILE")]
+    pub nats_tls_ca: Option<PathBuf>,
     /// The nats-server binary for the embedded server.
     #[arg(long, env = "NATS_SERVER_BIN")]
     pub nats_server_bin: Option<PathBuf>,
@@ -230,6 +259,12 @@ impl ServeArgs {
             feed: FeedRetention {
                 max_age: self.feed_max_age.0.unwrap_or_default(),
                 max_bytes: self.feed_max_bytes.0,
+            },
+            nats_security: NatsSecurity {
+                auth: self.nats_auth,
+                credentials: self.nats_credentials.clone(),
+                tls_cert: self.nats_tls_cert.clone().zip(self.nats_tls_key.clone()),
+                tls_ca: self.nats_tls_ca.clone(),
             },
         })
     }

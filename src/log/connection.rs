@@ -1,7 +1,10 @@
 //! The NATS connections of this process: each role's connection logs what happens to it (a lost
 //! connection at WARN, its return at INFO, a slow consumer or a server error at WARN) and counts
 //! the losses, which every scrape of the process shows as `orch_nats_disconnects_total`.
+//! [`ClientAuth`] adds who the connection is (a user and password) and how it trusts the server
+//! (TLS with a root certificate).
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -62,4 +65,58 @@ pub fn options(name: &str) -> ConnectOptions {
                 }
             }
         })
+}
+
+/// How a connection proves who it is and checks the server: nothing by default.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ClientAuth {
+    /// A user and its password.
+    pub user: Option<(String, String)>,
+    /// Require TLS, trusting the server certificate this CA (PEM) signed; `None` with
+    /// [`Self::tls_required`]: the system's roots.
+    pub tls_root: Option<PathBuf>,
+    /// Require TLS.
+    pub tls_required: bool,
+}
+
+impl std::fmt::Debug for ClientAuth {
+    // The password stays out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientAuth")
+            .field("user", &self.user.as_ref().map(|(user, _)| user))
+            .field("tls_root", &self.tls_root)
+            .field("tls_required", &self.tls_required)
+            .finish()
+    }
+}
+
+impl ClientAuth {
+    /// As `user` with `password`.
+    pub fn user(user: impl Into<String>, password: impl Into<String>) -> Self {
+        ClientAuth {
+            user: Some((user.into(), password.into())),
+            ..ClientAuth::default()
+        }
+    }
+
+    /// The same, requiring TLS with `root` as the trusted CA when given.
+    pub fn with_tls(mut self, root: Option<PathBuf>) -> Self {
+        self.tls_required = true;
+        self.tls_root = root;
+        self
+    }
+
+    /// `options` with this user and TLS.
+    pub fn apply(&self, mut options: ConnectOptions) -> ConnectOptions {
+        if let Some((user, password)) = &self.user {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if self.tls_required || self.tls_root.is_some() {
+            options = options.require_tls(true);
+        }
+        if let Some(root) = &self.tls_root {
+            options = options.add_root_certificates(root.clone());
+        }
+        options
+    }
 }

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::config::free_port;
-use super::{ClusterMembership, Durability, NatsServer, NatsServerConfig, NatsServerError};
+use super::{
+    ClusterMembership, Durability, NatsAuth, NatsServer, NatsServerConfig, NatsServerError, NatsTls,
+};
 
 /// The name of the clusters started here.
 pub const CLUSTER_NAME: &str = "orch";
@@ -35,6 +37,10 @@ pub struct ClusterSpec {
     pub own_process_group: bool,
     /// How long the cluster may take to elect its JetStream meta leader.
     pub ready_timeout: Duration,
+    /// Users and permissions of every node (see [`NatsServerConfig::auth`]).
+    pub auth: Option<NatsAuth>,
+    /// TLS of every node's client port (see [`NatsServerConfig::tls`]).
+    pub tls: Option<NatsTls>,
 }
 
 impl ClusterSpec {
@@ -49,6 +55,8 @@ impl ClusterSpec {
             route_ports: Vec::new(),
             own_process_group: false,
             ready_timeout: Duration::from_secs(30),
+            auth: None,
+            tls: None,
         }
     }
 
@@ -112,6 +120,8 @@ impl NatsCluster {
                 own_process_group: spec.own_process_group,
                 ready_timeout: spec.ready_timeout,
                 server_name: Some(name),
+                auth: spec.auth.clone(),
+                tls: spec.tls.clone(),
                 cluster: Some(ClusterMembership {
                     name: CLUSTER_NAME.to_owned(),
                     route_port,

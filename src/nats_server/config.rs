@@ -7,6 +7,7 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::auth::{NatsAuth, AUTH_FILE};
 use super::{Durability, NatsServerError};
 
 /// The environment variable that names the `nats-server` binary to run.
@@ -23,6 +24,12 @@ pub const CONFIG_FILE: &str = "nats-server.conf";
 
 /// The file, under the data dir, that receives the server's stdout and stderr (appended across restarts).
 pub const LOG_FILE: &str = "nats-server.log";
+
+/// The file, under the data dir, that a secured server writes its pid to.
+pub const PID_FILE: &str = "nats-server.pid";
+
+/// The file, under the data dir, that names a secured server (see [`NatsServerConfig::render_security`]).
+pub const NAME_FILE: &str = "server-name.conf";
 
 /// The directory, under the data dir, that holds JetStream's store.
 pub const STORE_DIR: &str = "jetstream";
@@ -57,6 +64,10 @@ pub struct NatsServerConfig {
     pub server_name: Option<String>,
     /// Membership of a JetStream cluster on this machine; `None` for a lone server.
     pub cluster: Option<ClusterMembership>,
+    /// Users and their permissions; `None`: any client is let in (and may do anything).
+    pub auth: Option<NatsAuth>,
+    /// The server's TLS certificate; `None`: plain TCP.
+    pub tls: Option<NatsTls>,
 }
 
 /// What makes a server one node of a cluster: the cluster's name, the port this node accepts routes
@@ -69,6 +80,25 @@ pub struct ClusterMembership {
     pub route_port: u16,
     /// The route ports of all the nodes.
     pub routes: Vec<u16>,
+}
+
+/// A server's TLS certificate and key, and the CA its clients in this process trust.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsTls {
+    /// The certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// The CA certificate (PEM) this process's clients verify the server with; `None`: the
+    /// certificate itself (a self-signed one).
+    pub ca: Option<PathBuf>,
+}
+
+impl NatsTls {
+    /// The certificate clients trust: the CA, else the certificate itself.
+    pub fn client_root(&self) -> &Path {
+        self.ca.as_deref().unwrap_or(&self.cert)
+    }
 }
 
 impl NatsServerConfig {
@@ -87,6 +117,8 @@ impl NatsServerConfig {
             own_process_group: false,
             server_name: None,
             cluster: None,
+            auth: None,
+            tls: None,
         }
     }
 
@@ -147,6 +179,46 @@ impl NatsServerConfig {
             let _ = writeln!(text, "  name: \"{name}\"");
             let _ = writeln!(text, "  listen: \"{LOOPBACK}:{}\"", cluster.route_port);
             let _ = writeln!(text, "  routes: [{}]", routes.join(", "));
+            let _ = writeln!(text, "}}");
+        }
+        text.push_str(&self.render_security()?);
+        Ok(text)
+    }
+
+    /// Where the `authorization` block is written when [`Self::auth`] is set.
+    pub fn auth_path(&self) -> PathBuf {
+        self.data_dir.join(AUTH_FILE)
+    }
+
+    /// Where the server writes its pid when [`Self::auth`] is set, so `orchestrator nats-user add`
+    /// can make it reload its users (SIGHUP).
+    pub fn pid_path(&self) -> PathBuf {
+        self.data_dir.join(PID_FILE)
+    }
+
+    /// The lines that secure the server: the include of the users' file and the pid file (with
+    /// [`Self::auth`]), the `tls` block (with [`Self::tls`]). Empty when neither is set.
+    pub fn render_security(&self) -> Result<String, NatsServerError> {
+        let mut text = String::new();
+        if self.auth.is_some() {
+            let pid = self.pid_path();
+            let pid = quotable(&pid).ok_or(NatsServerError::UnsupportedPath(pid.clone()))?;
+            // Writing into a String cannot fail, hence the ignored fmt::Results below.
+            let _ = writeln!(text, "pid_file: \"{pid}\"");
+            let _ = writeln!(text, "include {AUTH_FILE}");
+            // A reload (SIGHUP) reads the name from the config: without it, the name given on the
+            // command line would count as a change, which the server refuses to reload.
+            let _ = writeln!(text, "include {NAME_FILE}");
+        }
+        if let Some(tls) = &self.tls {
+            let quote = |path: &Path| {
+                quotable(path)
+                    .map(str::to_owned)
+                    .ok_or(NatsServerError::UnsupportedPath(path.to_owned()))
+            };
+            let _ = writeln!(text, "tls {{");
+            let _ = writeln!(text, "  cert_file: \"{}\"", quote(&tls.cert)?);
+            let _ = writeln!(text, "  key_file: \"{}\"", quote(&tls.key)?);
             let _ = writeln!(text, "}}");
         }
         Ok(text)

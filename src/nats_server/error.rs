@@ -38,6 +38,10 @@ pub enum NatsServerError {
         /// The version of the binary.
         version: ServerVersion,
     },
+    /// The users cannot be written into the config (a bad name or password): fix the credentials
+    /// file.
+    #[error("users: {0}")]
+    Auth(#[from] super::AuthError),
     /// The store path cannot be written into the config file: choose a plain UTF-8 data dir.
     #[error("data dir path {0:?} cannot be written into a nats-server config file")]
     UnsupportedPath(PathBuf),

@@ -6,9 +6,13 @@
 //! a log file there, and returns once JetStream answers. The handle stops it gracefully
 //! ([`NatsServer::stop`]), kills it ([`NatsServer::kill`], for crash tests), restarts it on the same
 //! port and store ([`NatsServer::restart`], so clients reconnect by themselves), and kills it on drop.
+//! With [`NatsServerConfig::auth`] it runs with users and per-role permissions ([`auth`], their
+//! file [`credentials`]); with [`NatsServerConfig::tls`] it speaks TLS.
 
+pub mod auth;
 mod cluster;
 mod config;
+pub mod credentials;
 mod error;
 mod version;
 
@@ -22,10 +26,13 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 
+use crate::log::connection::ClientAuth;
+
+pub use auth::{AuthError, NatsAuth, NatsRole, NatsUser};
 pub use cluster::{ClusterSpec, NatsCluster, CLUSTER_NAME};
 pub use config::{
-    free_port, resolve_binary, ClusterMembership, NatsServerConfig, CONFIG_FILE,
-    DEBIAN_NATS_SERVER, LOG_FILE, LOOPBACK, NATS_SERVER_BIN_ENV, STORE_DIR,
+    free_port, resolve_binary, ClusterMembership, NatsServerConfig, NatsTls, CONFIG_FILE,
+    DEBIAN_NATS_SERVER, LOG_FILE, LOOPBACK, NATS_SERVER_BIN_ENV, PID_FILE, STORE_DIR,
 };
 pub use error::NatsServerError;
 pub use version::{
@@ -121,6 +128,13 @@ impl NatsServer {
     /// The config this server was started with (its `port` as asked, maybe 0; see [`Self::port`]).
     pub fn config(&self) -> &NatsServerConfig {
         &self.config
+    }
+
+    /// How a client of this process connects to this server: as the first user of `role` (any
+    /// user if none has it) when the server has users, over TLS trusting its certificate's CA when
+    /// it speaks TLS.
+    pub fn client_auth(&self, role: NatsRole) -> ClientAuth {
+        client_auth(&self.config, role)
     }
 
     /// The process id, while a process has been started and not yet stopped, killed or reaped.
@@ -252,6 +266,15 @@ impl NatsServer {
     fn spawn(&mut self) -> Result<u64, NatsServerError> {
         let config_path = self.config.config_path();
         let rendered = self.config.render(self.port)?;
+        if let Some(auth) = &self.config.auth {
+            let path = self.config.auth_path();
+            credentials::write_private(&path, &auth.render()?).map_err(|e| match e {
+                credentials::CredentialsError::Io { path, source } => {
+                    NatsServerError::Io { path, source }
+                }
+                other => NatsServerError::Process(std::io::Error::other(other.to_string())),
+            })?;
+        }
         fs::write(&config_path, rendered).map_err(|source| NatsServerError::Io {
             path: config_path.clone(),
             source,
@@ -283,6 +306,11 @@ impl NatsServer {
             Some(name) => return Err(NatsServerError::UnsupportedName(name.clone())),
             None => format!("orch-{}", uuid::Uuid::new_v4().simple()),
         };
+        if self.config.auth.is_some() {
+            let path = self.config.data_dir.join(config::NAME_FILE);
+            let text = format!("server_name: \"{}\"\n", self.name);
+            fs::write(&path, text).map_err(|source| NatsServerError::Io { path, source })?;
+        }
         let mut command = Command::new(&self.config.bin);
         command
             .arg("-c")
@@ -318,7 +346,8 @@ impl NatsServer {
                 let log_tail = log_tail(&self.config.log_path(), log_start);
                 return Err(NatsServerError::Exited { status, log_tail });
             }
-            if jetstream_ready(self.port, &self.name).await {
+            let auth = client_auth(&self.config, NatsRole::Operator);
+            if jetstream_ready(self.port, &self.name, &auth).await {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -361,7 +390,7 @@ async fn checked_version(
 /// Whether the server on `port` is the one named `name`, accepts a client and answers JetStream's
 /// account info without an error.
 /// Asks `$JS.API.INFO` directly: async-nats' `query_account` expects fields 2.9 does not send.
-async fn jetstream_ready(port: u16, name: &str) -> bool {
+async fn jetstream_ready(port: u16, name: &str, auth: &ClientAuth) -> bool {
     // A bare TCP connect first: cheap while the server is still binding its port.
     if tokio::net::TcpStream::connect((LOOPBACK, port))
         .await
@@ -369,7 +398,8 @@ async fn jetstream_ready(port: u16, name: &str) -> bool {
     {
         return false;
     }
-    let connected = async_nats::ConnectOptions::new()
+    let connected = auth
+        .apply(async_nats::ConnectOptions::new())
         .connection_timeout(Duration::from_millis(500))
         .connect(format!("nats://{LOOPBACK}:{port}"))
         .await;
@@ -390,6 +420,20 @@ async fn jetstream_ready(port: u16, name: &str) -> bool {
     serde_json::from_slice::<serde_json::Value>(&message.payload)
         .map(|info| info.get("error").is_none())
         .unwrap_or(false)
+}
+
+/// See [`NatsServer::client_auth`].
+fn client_auth(config: &NatsServerConfig, role: NatsRole) -> ClientAuth {
+    let mut auth = ClientAuth::default();
+    if let Some(users) = &config.auth {
+        if let Some(user) = users.user(role).or(users.users.first()) {
+            auth = ClientAuth::user(user.name.clone(), user.password.clone());
+        }
+    }
+    if let Some(tls) = &config.tls {
+        auth = auth.with_tls(Some(tls.client_root().to_owned()));
+    }
+    auth
 }
 
 /// The last lines the server wrote to `path` from `start` on, or a note saying why they are missing.

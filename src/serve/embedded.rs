@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::security::Secured;
 use super::ServeError;
 use crate::nats_server::{
     binary_version, resolve_binary, ClusterSpec, Durability, NatsCluster, NatsServer,
@@ -53,6 +54,7 @@ pub(super) async fn start_embedded(
     durability: Option<Durability>,
     nodes: usize,
     data_dir: &Path,
+    secured: &Secured,
 ) -> Result<Vec<NatsServer>, ServeError> {
     let bin = match bin {
         Some(bin) => bin,
@@ -67,7 +69,7 @@ pub(super) async fn start_embedded(
         return Err(NatsServerError::SyncAlwaysUnsupported { version }.into());
     }
     if nodes > 1 {
-        return start_cluster(bin, port, durability, nodes, data_dir).await;
+        return start_cluster(bin, port, durability, nodes, data_dir, secured).await;
     }
     let config = NatsServerConfig {
         port,
@@ -75,9 +77,18 @@ pub(super) async fn start_embedded(
         // Ctrl-C at a terminal must reach only `serve`, which drains its clients before it stops
         // the server.
         own_process_group: true,
+        auth: secured.users.clone(),
+        tls: secured.tls.clone(),
         ..NatsServerConfig::new(bin, data_dir.join("nats"))
     };
-    tracing::info!(version = %version, port, durability = %durability, "starting the embedded nats-server");
+    tracing::info!(
+        version = %version,
+        port,
+        durability = %durability,
+        users = config.auth.as_ref().map_or(0, |a| a.users.len()),
+        tls = config.tls.is_some(),
+        "starting the embedded nats-server"
+    );
     // A server already on the port would answer the readiness check for ours.
     if !port_free(port) {
         return Err(ServeError::PortInUse { port });
@@ -111,6 +122,7 @@ async fn start_cluster(
     durability: Durability,
     nodes: usize,
     data_dir: &Path,
+    secured: &Secured,
 ) -> Result<Vec<NatsServer>, ServeError> {
     let ports: Vec<u16> = (0..2 * nodes)
         .map(|i| {
@@ -128,6 +140,8 @@ async fn start_cluster(
         client_ports: ports[..nodes].to_vec(),
         route_ports: ports[nodes..].to_vec(),
         own_process_group: true,
+        auth: secured.users.clone(),
+        tls: secured.tls.clone(),
         ..ClusterSpec::new(bin, data_dir.join("nats"), nodes)
     };
     tracing::info!(nodes, client_ports = ?spec.client_ports, route_ports = ?spec.route_ports, durability = %durability, "starting the embedded nats-server cluster");

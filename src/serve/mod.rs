@@ -30,17 +30,22 @@ use tokio_util::task::TaskTracker;
 use crate::domain::timers::TimerConfig;
 use crate::domain::DomainConfig;
 use crate::http::{BridgeArgs, HttpError};
+use crate::log::connection::ClientAuth;
 use crate::log::{self, LogConfig, LogError, Reader};
 use crate::metrics::{Metrics, MetricsError};
-use crate::nats_server::{Durability, NatsServer, NatsServerError};
+use crate::nats_server::credentials::CredentialsError;
+use crate::nats_server::{Durability, NatsRole, NatsServer, NatsServerError};
 use crate::projections::{projector, Opened, ProjectionError, Projections};
 use crate::writer::{self, WriterConfig, WriterError};
 
 mod embedded;
+mod security;
 mod supervise;
 
 pub use embedded::{choose_durability, durability_meaning, DEFAULT_EMBEDDED_PORT};
 use embedded::{start_embedded, supervise};
+pub use security::NatsSecurity;
+use security::Secured;
 use supervise::Failures;
 
 /// Where the log lives.
@@ -151,6 +156,8 @@ pub struct ServeConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// The feed stream's retention.
     pub feed: FeedRetention,
+    /// NATS users and TLS (none by default).
+    pub nats_security: NatsSecurity,
 }
 
 /// How long and how much the feed stream keeps (its replicas are the log's).
@@ -232,6 +239,12 @@ pub enum ServeError {
     /// The `verify` responder could not subscribe.
     #[error("verify responder: {0}")]
     Admin(String),
+    /// The NATS security settings do not fit together (see the message).
+    #[error("NATS security: {0}")]
+    Security(String),
+    /// The NATS credentials file could not be read or written (see the variant).
+    #[error("NATS credentials: {0}")]
+    Credentials(#[from] CredentialsError),
     /// A role ended by itself, which it never should.
     #[error("the {0} role stopped unexpectedly")]
     RoleEnded(&'static str),
@@ -252,6 +265,10 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
     }
     std::fs::create_dir_all(&config.data_dir).map_err(data_dir_error)?;
     config.data_dir = std::path::absolute(&config.data_dir).map_err(data_dir_error)?;
+    let embedded = matches!(config.nats, NatsMode::Embedded { .. });
+    let secured = config
+        .nats_security
+        .resolve(embedded, &config.data_dir, &config.cell)?;
     let stop = shutdown.child_token();
     let mut fsync_each = false;
     let (url, nats_line, supervisor) = match &config.nats {
@@ -262,8 +279,15 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
             durability,
             nodes,
         } => {
-            let servers =
-                start_embedded(bin.clone(), *port, *durability, *nodes, &config.data_dir).await?;
+            let servers = start_embedded(
+                bin.clone(),
+                *port,
+                *durability,
+                *nodes,
+                &config.data_dir,
+                &secured,
+            )
+            .await?;
             let durability = servers[0].durability();
             fsync_each = durability == Durability::SyncAlways;
             let url = servers
@@ -304,7 +328,7 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
             GroupCommit::Off
         };
     }
-    let outcome = run_roles(&config, &url, &nats_line, stop).await;
+    let outcome = run_roles(&config, &url, &nats_line, &secured, stop).await;
     let mut stopped = Ok(());
     if let Some((handle, nats_stop)) = supervisor {
         nats_stop.cancel();
@@ -323,15 +347,21 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
     outcome
 }
 
-async fn connect(url: &str, role: &str) -> Result<async_nats::Client, ServeError> {
-    crate::log::connection::options(&format!("orchestrator serve: {role}"))
-        .connection_timeout(Duration::from_secs(5))
-        .connect(crate::log::connection::addresses(url))
-        .await
-        .map_err(|e| ServeError::Connect {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        })
+async fn connect(
+    url: &str,
+    role: &str,
+    auth: &ClientAuth,
+) -> Result<async_nats::Client, ServeError> {
+    auth.apply(crate::log::connection::options(&format!(
+        "orchestrator serve: {role}"
+    )))
+    .connection_timeout(Duration::from_secs(5))
+    .connect(crate::log::connection::addresses(url))
+    .await
+    .map_err(|e| ServeError::Connect {
+        url: url.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 fn describe_opened(opened: &Opened) -> String {
@@ -357,11 +387,20 @@ async fn run_roles(
     config: &ServeConfig,
     url: &str,
     nats_line: &str,
+    secured: &Secured,
     stop: CancellationToken,
 ) -> Result<(), ServeError> {
     // One connection per role, so that one role's traffic (a slow event feed, a replay) never
-    // fills another's buffers.
-    let client = connect(url, "setup").await?;
+    // fills another's buffers. Setting the stream up may create it: the writer's user may.
+    let roles = config.roles;
+    let setup_role = if roles.writer {
+        NatsRole::Writer
+    } else if roles.feed {
+        NatsRole::Feed
+    } else {
+        NatsRole::Projector
+    };
+    let client = connect(url, "setup", &secured.client(setup_role)?).await?;
     let nats_line = if nats_line.is_empty() {
         format!(
             "{url} (external nats-server {})\n  durability:  as configured on that server",
@@ -384,7 +423,6 @@ async fn run_roles(
         first: Default::default(),
         stop: stop.clone(),
     };
-    let roles = config.roles;
     let mut projections_line = "not run here".to_owned();
     let store = if roles.projector || roles.bridge {
         let reader = Reader::new(js.clone(), config.cell.clone()).await?;
@@ -397,7 +435,8 @@ async fn run_roles(
             }
             _ => tracing::warn!(outcome = ?opened, "projections rebuilt from the log"),
         }
-        let projector_client = connect(url, "projector").await?;
+        let projector_client =
+            connect(url, "projector", &secured.client(NatsRole::Projector)?).await?;
         clients.push(projector_client.clone());
         metrics.watch_connection("projector", projector_client.clone());
         let reader = Reader::new(
@@ -436,7 +475,7 @@ async fn run_roles(
             metrics: metrics.writer(),
             ..WriterConfig::new(config.cell.clone())
         };
-        let writer_client = connect(url, "writer").await?;
+        let writer_client = connect(url, "writer", &secured.client(NatsRole::Writer)?).await?;
         clients.push(writer_client.clone());
         metrics.watch_connection("writer", writer_client.clone());
         let sp = stop.clone();
@@ -467,7 +506,7 @@ async fn run_roles(
                 ),
             }
         );
-        let feed_client = connect(url, "feed").await?;
+        let feed_client = connect(url, "feed", &secured.client(NatsRole::Feed)?).await?;
         clients.push(feed_client.clone());
         metrics.watch_connection("feed", feed_client.clone());
         let (m, sp) = (metrics.feed(), stop.clone());
@@ -491,8 +530,9 @@ async fn run_roles(
         );
     } else if let (true, Some(store)) = (roles.bridge, store) {
         http_line = format!("http://{}", config.bridge.listen);
-        let bridge_client = connect(url, "bridge").await?;
-        let feeds_client = connect(url, "bridge event feeds").await?;
+        let bridge_auth = secured.client(NatsRole::Bridge)?;
+        let bridge_client = connect(url, "bridge", &bridge_auth).await?;
+        let feeds_client = connect(url, "bridge event feeds", &bridge_auth).await?;
         clients.extend([bridge_client.clone(), feeds_client.clone()]);
         metrics.watch_connection("bridge event feeds", feeds_client.clone());
         let (args, cell, sp) = (config.bridge.clone(), config.cell.clone(), stop.clone());
@@ -526,6 +566,7 @@ async fn run_roles(
     println!("  roles:       {}", roles.names().join(", "));
     println!("  data dir:    {}", config.data_dir.display());
     println!("  NATS:        {nats_line}");
+    println!("  NATS auth:   {}", secured.describe());
     println!("  HTTP:        {http_line}");
     println!("  metrics:     {metrics_line}");
     println!("  projections: {projections_line}");

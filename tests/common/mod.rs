@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use orchestrator::nats_server::{
-    binary_version, resolve_binary, Durability, NatsServer, NatsServerConfig, NatsServerError,
-    ServerVersion, DEBIAN_NATS_SERVER,
+    binary_version, resolve_binary, Durability, NatsAuth, NatsServer, NatsServerConfig,
+    NatsServerError, NatsTls, ServerVersion, DEBIAN_NATS_SERVER,
 };
 use tempfile::TempDir;
 
@@ -91,6 +91,26 @@ impl TestServer {
         };
         let server = NatsServer::start(config).await?;
         Ok(TestServer { server, dir })
+    }
+
+    /// Starts the binary under test with users (`auth`) and, if given, TLS: a secured server.
+    pub async fn start_secured(auth: NatsAuth, tls: Option<NatsTls>) -> TestServer {
+        let dir = tempfile::Builder::new()
+            .prefix("orchestrator-nats-")
+            .tempdir()
+            .expect("a temp dir");
+        let config = NatsServerConfig {
+            auth: Some(auth),
+            tls,
+            ..NatsServerConfig::new(server_bin(), dir.path().join("nats"))
+        };
+        match NatsServer::start(config).await {
+            Ok(server) => TestServer { server, dir },
+            Err(err) => panic!(
+                "cannot start a secured nats-server {:?}: {err}",
+                server_bin()
+            ),
+        }
     }
 
     /// The temp dir holding this server (and anything else the test wants to keep beside it).
