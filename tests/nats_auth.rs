@@ -645,3 +645,46 @@ async fn serve_nats_auth_secures_the_embedded_server_and_the_cli_follows() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signalled");
     assert!(serve.wait().expect("serve exits").success());
 }
+
+/// The embedded cluster (`serve --nats-nodes 3 --nats-auth`) runs every node with the same users: a
+/// client without a user is refused by each node, and a reader's command and direct append are
+/// refused whichever node it reaches.
+#[tokio::test]
+async fn every_node_of_a_secured_cluster_enforces_the_permissions() {
+    use orchestrator::nats_server::{ClusterSpec, NatsCluster};
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (auth, _) = users(dir.path());
+    let spec = ClusterSpec {
+        auth: Some(auth),
+        ..ClusterSpec::new(common::server_bin(), dir.path().join("nats"), 3)
+    };
+    let cluster = NatsCluster::start(spec).await.expect("the cluster forms");
+    let short = Duration::from_millis(500);
+    let command_subject = format!("orch.{}.cmd.vm_register", cell());
+    let event_subject = format!("orch.{}.evt.vm.vm-forged", cell());
+    for i in 0..cluster.len() {
+        let node = cluster.node(i);
+        let nobody = ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(2))
+            .connect(node.url())
+            .await;
+        assert!(nobody.is_err(), "node {i} lets in a client without a user");
+        let (reader, mut errors) = connect_as(node, NatsRole::Reader).await;
+        let as_reader = CommandClient::new(reader.clone(), cell(), short);
+        let id = CommandId::parse("forged-1").expect("an id");
+        assert!(as_reader
+            .send(&id, &Actor::operator("x"), &register("vm-forged"))
+            .await
+            .is_err());
+        refused(&mut errors, "publish", &command_subject).await;
+        let js = jetstream::context::ContextBuilder::new()
+            .timeout(short)
+            .build(reader.clone());
+        let ack = js
+            .publish(event_subject.clone(), "forged".into())
+            .await
+            .expect("sent");
+        assert!(ack.await.is_err(), "no stream acknowledges it");
+        refused(&mut errors, "publish", &event_subject).await;
+    }
+}

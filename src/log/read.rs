@@ -14,6 +14,7 @@
 //! [`LogError::Decode`]: a reader never skips an event it cannot read.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_nats::header::HeaderMap;
 use async_nats::jetstream::{
@@ -34,6 +35,17 @@ use super::quarantine::{subject_prefix, QuarantineSet};
 use crate::log::error::{api_code, unavailable_or_other};
 use crate::log::LogError;
 
+/// How long each attempt of a direct get waits. Every replica of the stream answers direct gets (a
+/// queue group), so on a cluster one frozen or partitioned node answers none of the requests routed
+/// to it until the others notice it is gone (minutes, by the route's PINGs): a short wait and a new
+/// request, routed again, reaches a live replica instead of stalling a writer's answer or a
+/// recovery for the whole request timeout.
+const DIRECT_GET_TIMEOUTS: [Duration; 4] = [
+    Duration::from_secs(1),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+];
 /// One message fetched by sequence: the event and what travelled with it.
 #[derive(Debug, Clone)]
 pub struct StoredMessage {
@@ -125,16 +137,30 @@ impl Reader {
         if seq == 0 {
             return Ok(None);
         }
-        let msg = match self.stream.direct_get(seq).await {
-            Ok(msg) => msg,
-            Err(err) => {
-                return match err.kind() {
-                    DirectGetErrorKind::NotFound => Ok(None),
-                    DirectGetErrorKind::TimedOut => Err(LogError::Unavailable(err.to_string())),
-                    DirectGetErrorKind::ErrorResponse(status, _) if status.as_u16() == 503 => {
-                        Err(LogError::StreamNotFound(self.stream_name().to_owned()))
+        let mut attempts = DIRECT_GET_TIMEOUTS.iter();
+        let msg = loop {
+            let Some(&within) = attempts.next() else {
+                return Err(LogError::Unavailable(format!(
+                    "no replica answered a direct get of {seq} in {} attempts",
+                    DIRECT_GET_TIMEOUTS.len()
+                )));
+            };
+            let Ok(got) = tokio::time::timeout(within, self.stream.direct_get(seq)).await else {
+                // Any replica answers a direct get: the next attempt may reach a live one.
+                tracing::debug!(seq, ?within, "direct get unanswered: asking again");
+                continue;
+            };
+            match got {
+                Ok(msg) => break msg,
+                Err(err) => {
+                    return match err.kind() {
+                        DirectGetErrorKind::NotFound => Ok(None),
+                        DirectGetErrorKind::TimedOut => Err(LogError::Unavailable(err.to_string())),
+                        DirectGetErrorKind::ErrorResponse(status, _) if status.as_u16() == 503 => {
+                            Err(LogError::StreamNotFound(self.stream_name().to_owned()))
+                        }
+                        _ => Err(LogError::Jetstream(err.to_string())),
                     }
-                    _ => Err(LogError::Jetstream(err.to_string())),
                 }
             }
         };

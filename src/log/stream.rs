@@ -119,26 +119,72 @@ pub async fn ensure_stream(
     ensure_stream_config(js, wanted).await
 }
 
+/// How long a stream's creation is retried while a cluster that just formed (or lost a node) cannot
+/// place its replicas yet: JetStream answers "no suitable peers" or "temporarily unavailable" until
+/// its metadata knows enough online peers.
+const CLUSTER_SETTLE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Creates a stream with `wanted`, or checks an existing one against the settings `wanted` sets.
+/// Retries for up to [`CLUSTER_SETTLE`] while a cluster cannot place the replicas yet.
 pub(crate) async fn ensure_stream_config(
     js: &jetstream::Context,
     wanted: Config,
 ) -> Result<Stream, LogError> {
-    if let Some(stream) = existing_stream(js, &wanted.name).await? {
-        return check(stream, &wanted);
+    let deadline = tokio::time::Instant::now() + CLUSTER_SETTLE;
+    loop {
+        match create_or_check(js, &wanted).await {
+            Err(Settling(reason)) if tokio::time::Instant::now() < deadline => {
+                tracing::info!(stream = %wanted.name, %reason, "the cluster cannot place the stream yet: retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(Settling(reason)) => return Err(LogError::Unavailable(reason)),
+            Ok(outcome) => return outcome,
+        }
+    }
+}
+
+/// A cluster that cannot place a stream's replicas yet, and why.
+struct Settling(String);
+
+/// One attempt of [`ensure_stream_config`].
+async fn create_or_check(
+    js: &jetstream::Context,
+    wanted: &Config,
+) -> Result<Result<Stream, LogError>, Settling> {
+    match existing_stream(js, &wanted.name).await {
+        Ok(Some(stream)) => return Ok(check(stream, wanted)),
+        Ok(None) => {}
+        Err(e) => return Ok(Err(e)),
     }
     let err = match js.create_stream(wanted.clone()).await {
-        Ok(stream) => return Ok(stream),
+        Ok(stream) => return Ok(Ok(stream)),
         Err(err) => err,
     };
     let code = match err.kind() {
         CreateStreamErrorKind::JetStream(api) => Some(api.error_code()),
         _ => None,
     };
+    if matches!(
+        code,
+        Some(ErrorCode::CLUSTER_NO_PEERS | ErrorCode::CLUSTER_NOT_AVAILABLE)
+    ) {
+        return Err(Settling(err.to_string()));
+    }
+    Ok(refused(js, wanted, err, code).await)
+}
+
+/// What a refused creation means: another process created the stream first (check it), its subjects
+/// are another stream's, or the server is unavailable or refused it.
+async fn refused(
+    js: &jetstream::Context,
+    wanted: &Config,
+    err: async_nats::jetstream::context::CreateStreamError,
+    code: Option<ErrorCode>,
+) -> Result<Stream, LogError> {
     match code {
         // Another process created it first: check what it created.
         Some(ErrorCode::STREAM_NAME_EXIST) => match existing_stream(js, &wanted.name).await? {
-            Some(stream) => check(stream, &wanted),
+            Some(stream) => check(stream, wanted),
             None => Err(LogError::Jetstream(err.to_string())),
         },
         Some(ErrorCode::STREAM_SUBJECT_OVERLAP) => Err(LogError::StreamConflict {

@@ -95,16 +95,26 @@ impl Load {
 
     /// Waits until `more` commands have been accepted after this call; panics after `within`.
     pub async fn wait_accepted(&self, more: usize, within: Duration) {
+        if let Err(e) = self.try_wait_accepted(more, within).await {
+            panic!("{e}");
+        }
+    }
+
+    /// Waits until `more` commands have been accepted after this call, or says how many were after
+    /// `within`.
+    pub async fn try_wait_accepted(&self, more: usize, within: Duration) -> Result<(), String> {
         let target = self.accepted() + more;
         let deadline = Instant::now() + within;
         while self.accepted() < target {
-            assert!(
-                Instant::now() < deadline,
-                "{} of {more} more commands accepted within {within:?}",
-                self.accepted() + more - target
-            );
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{} of {more} more commands accepted within {within:?}",
+                    self.accepted() + more - target
+                ));
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        Ok(())
     }
 
     /// Stops the workers once their sessions are ended (every command answered) and returns the

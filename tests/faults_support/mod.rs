@@ -126,22 +126,35 @@ pub async fn send_until_answered(
     panic!("command {id} got no answer in time; last: {last}");
 }
 
-/// Every event in the log, in order.
+/// Every event in the log, in order. Retries for a while on an error, since a cluster may answer
+/// "JetStream system temporarily unavailable" while a thawed or restarted node rejoins.
 pub async fn read_log(client: &async_nats::Client) -> Vec<StoredEvent> {
-    let reader = Reader::new(async_nats::jetstream::new(client.clone()), cell())
-        .await
-        .unwrap();
-    let (last, mut events) = reader.read_to_end(1).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match try_read_log(client).await {
+            Ok(all) => return all,
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(error = %e, "reading the log, retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("cannot read the log: {e}"),
+        }
+    }
+}
+
+async fn try_read_log(client: &async_nats::Client) -> Result<Vec<StoredEvent>, LogError> {
+    let reader = Reader::new(async_nats::jetstream::new(client.clone()), cell()).await?;
+    let (last, mut events) = reader.read_to_end(1).await?;
     let mut all = Vec::new();
     while let Some(ev) = events.next().await {
-        all.push(ev.unwrap());
+        all.push(ev?);
     }
     assert_eq!(
         all.len() as u64,
         last,
         "the replay stops short of the stream's last sequence"
     );
-    all
+    Ok(all)
 }
 
 pub async fn last_seq(client: &async_nats::Client) -> u64 {
