@@ -379,13 +379,18 @@ async fn a_standby_finishes_a_reaping_its_predecessor_died_in() {
         .subscribe("orch.default.evt.session.>")
         .await
         .unwrap();
+    // The VM beats while its sessions are registered (on a busy machine that takes longer than
+    // its deadline), then falls silent.
+    let beats = CancellationToken::new();
+    heartbeats(c.client.clone(), "vm-1", beats.clone());
     register_with_sessions(&c, "vm-1", SESSIONS).await;
+    beats.cancel();
     // The standby waits for the lease.
     let client_b = c.server.client().await;
     let stop_b = CancellationToken::new();
     tokio::spawn(writer::run(client_b, config(), stop_b.clone()));
 
-    // No heartbeat ever comes: once the reaping has begun, the active writer dies mid-way.
+    // No heartbeat comes any more: once the reaping has begun, the active writer dies mid-way.
     first_appended(&mut appended, |e| matches!(e, Event::SessionEnded { .. }))
         .await
         .expect("the reaping begins");
