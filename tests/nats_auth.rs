@@ -85,6 +85,26 @@ async fn refused(errors: &mut mpsc::UnboundedReceiver<String>, what: &str, subje
     }
 }
 
+/// Publishes a forged event to the log's subject with JetStream as `client`: no stream acknowledges
+/// it and the server reports the permissions violation. Returns the JetStream context used.
+async fn append_refused(
+    client: &async_nats::Client,
+    errors: &mut mpsc::UnboundedReceiver<String>,
+    subject: &str,
+    within: Duration,
+) -> jetstream::Context {
+    let js = jetstream::context::ContextBuilder::new()
+        .timeout(within)
+        .build(client.clone());
+    let ack = js
+        .publish(subject.to_owned(), "forged".into())
+        .await
+        .expect("sent");
+    assert!(ack.await.is_err(), "no stream acknowledges it");
+    refused(errors, "publish", subject).await;
+    js
+}
+
 fn register(vm: &str) -> Command {
     Command::RegisterVm(RegisterVm {
         endpoint: None,
@@ -320,24 +340,8 @@ async fn forbidden_publishes_and_subscribes_are_refused_and_nothing_is_appended(
     // The bridge, and a reader, append to the log directly.
     let event_subject = format!("orch.{}.evt.vm.vm-forged", cell());
     let (bridge_probe, mut bridge_errors) = connect_as(server, NatsRole::Bridge).await;
-    let probe_js = jetstream::context::ContextBuilder::new()
-        .timeout(short)
-        .build(bridge_probe.clone());
-    let ack = probe_js
-        .publish(event_subject.clone(), "forged".into())
-        .await
-        .expect("sent");
-    assert!(ack.await.is_err(), "no stream acknowledges it");
-    refused(&mut bridge_errors, "publish", &event_subject).await;
-    let reader_js = jetstream::context::ContextBuilder::new()
-        .timeout(short)
-        .build(reader.clone());
-    let ack = reader_js
-        .publish(event_subject.clone(), "forged".into())
-        .await
-        .expect("sent");
-    assert!(ack.await.is_err(), "no stream acknowledges it");
-    refused(&mut reader_errors, "publish", &event_subject).await;
+    append_refused(&bridge_probe, &mut bridge_errors, &event_subject, short).await;
+    let reader_js = append_refused(&reader, &mut reader_errors, &event_subject, short).await;
 
     // A reader takes the lease.
     let lease = reader_js
@@ -677,14 +681,6 @@ async fn every_node_of_a_secured_cluster_enforces_the_permissions() {
             .await
             .is_err());
         refused(&mut errors, "publish", &command_subject).await;
-        let js = jetstream::context::ContextBuilder::new()
-            .timeout(short)
-            .build(reader.clone());
-        let ack = js
-            .publish(event_subject.clone(), "forged".into())
-            .await
-            .expect("sent");
-        assert!(ack.await.is_err(), "no stream acknowledges it");
-        refused(&mut errors, "publish", &event_subject).await;
+        append_refused(&reader, &mut errors, &event_subject, short).await;
     }
 }
