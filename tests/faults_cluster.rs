@@ -75,7 +75,12 @@ async fn survive(fault: Fault) {
             println!("a new stream leader in {elected:?} while the old one is frozen");
             if let Err(e) = load.try_wait_accepted(300, Duration::from_secs(60)).await {
                 let output = orch.output();
-                let tail: Vec<&str> = output.lines().rev().take(80).collect();
+                let keep = if std::env::var_os("FAULT_PRINT_LOG").is_some() {
+                    usize::MAX
+                } else {
+                    80
+                };
+                let tail: Vec<&str> = output.lines().rev().take(keep).collect();
                 let tail: Vec<&str> = tail.into_iter().rev().collect();
                 panic!(
                     "{e} while the leader is frozen; the orchestrator's log ends with:\n{}",
@@ -101,6 +106,9 @@ async fn survive(fault: Fault) {
     load.wait_accepted(200, Duration::from_secs(60)).await;
     let ledger = load.finish().await;
     orch.assert_running();
+    if std::env::var_os("FAULT_PRINT_LOG").is_some() {
+        println!("the orchestrator's log:\n{}", orch.output());
+    }
     let replayed = check_ledger(&client, &commands, &ledger).await;
     println!(
         "{fault:?} on nats-server {}: {} commands accepted ({} from the fault on), {} refused, {} \

@@ -23,7 +23,9 @@ use async_nats::jetstream::{
         push::{Ordered, OrderedConfig},
         DeliverPolicy, ReplayPolicy,
     },
-    stream::{ConsumerErrorKind, DirectGetErrorKind, Stream as JsStream},
+    message::StreamMessage,
+    stream::{ConsumerErrorKind, DirectGetErrorKind, RawMessageErrorKind, Stream as JsStream},
+    ErrorCode,
 };
 use orchestrator_events::subject::{all_events, session_events, stream_name};
 use orchestrator_events::{CellId, SessionId, Timestamp};
@@ -35,17 +37,40 @@ use super::quarantine::{subject_prefix, QuarantineSet};
 use crate::log::error::{api_code, unavailable_or_other};
 use crate::log::LogError;
 
-/// How long each attempt of a direct get waits. Every replica of the stream answers direct gets (a
-/// queue group), so on a cluster one frozen or partitioned node answers none of the requests routed
-/// to it until the others notice it is gone (minutes, by the route's PINGs): a short wait and a new
-/// request, routed again, reaches a live replica instead of stalling a writer's answer or a
-/// recovery for the whole request timeout.
-const DIRECT_GET_TIMEOUTS: [Duration; 4] = [
-    Duration::from_secs(1),
-    Duration::from_secs(1),
-    Duration::from_secs(2),
-    Duration::from_secs(5),
+/// How long each attempt to read one message waits, and whom it asks. Every replica of the stream
+/// answers direct gets (a queue group, in which a server prefers its own subscriber), so on a
+/// cluster a frozen, partitioned or lagging node may answer none of the requests routed to it until
+/// the others notice it is gone (minutes, by the route's PINGs). A short wait and a new request
+/// reach another replica, and every other attempt asks the stream's leader instead
+/// (`STREAM.MSG.GET`, which needs no `allow_direct`): whichever side is sound answers, instead of a
+/// writer's answer or a recovery stalling for the whole request timeout.
+const FETCH_ATTEMPTS: [(Ask, Duration); 6] = [
+    (Ask::Replica, Duration::from_secs(1)),
+    (Ask::Leader, Duration::from_secs(1)),
+    (Ask::Replica, Duration::from_secs(1)),
+    (Ask::Leader, Duration::from_secs(2)),
+    (Ask::Replica, Duration::from_secs(2)),
+    (Ask::Leader, Duration::from_secs(5)),
 ];
+
+/// How one attempt to read a message ended, when it brought no message.
+enum Attempt {
+    /// The log answered: `Ok` when there is no message at that sequence, else the error.
+    Answered(Result<(), LogError>),
+    /// Nobody answered in a way that says anything about the log; another attempt may.
+    Unanswered(String),
+}
+use Attempt::{Answered, Unanswered};
+
+/// Whom one attempt of [`Reader::entry`] asks for a message.
+#[derive(Debug, Clone, Copy)]
+enum Ask {
+    /// Any replica (direct get).
+    Replica,
+    /// The stream's leader (`STREAM.MSG.GET`).
+    Leader,
+}
+
 /// One message fetched by sequence: the event and what travelled with it.
 #[derive(Debug, Clone)]
 pub struct StoredMessage {
@@ -137,32 +162,30 @@ impl Reader {
         if seq == 0 {
             return Ok(None);
         }
-        let mut attempts = DIRECT_GET_TIMEOUTS.iter();
-        let msg = loop {
-            let Some(&within) = attempts.next() else {
-                return Err(LogError::Unavailable(format!(
-                    "no replica answered a direct get of {seq} in {} attempts",
-                    DIRECT_GET_TIMEOUTS.len()
-                )));
-            };
-            let Ok(got) = tokio::time::timeout(within, self.stream.direct_get(seq)).await else {
-                // Any replica answers a direct get: the next attempt may reach a live one.
-                tracing::debug!(seq, ?within, "direct get unanswered: asking again");
-                continue;
+        let mut unanswered = Vec::new();
+        let mut msg = None;
+        for (ask, within) in FETCH_ATTEMPTS {
+            let got = match ask {
+                Ask::Replica => tokio::time::timeout(within, self.direct_get(seq)).await,
+                Ask::Leader => tokio::time::timeout(within, self.leader_get(seq)).await,
             };
             match got {
-                Ok(msg) => break msg,
-                Err(err) => {
-                    return match err.kind() {
-                        DirectGetErrorKind::NotFound => Ok(None),
-                        DirectGetErrorKind::TimedOut => Err(LogError::Unavailable(err.to_string())),
-                        DirectGetErrorKind::ErrorResponse(status, _) if status.as_u16() == 503 => {
-                            Err(LogError::StreamNotFound(self.stream_name().to_owned()))
-                        }
-                        _ => Err(LogError::Jetstream(err.to_string())),
-                    }
+                Ok(Ok(found)) => {
+                    msg = Some(found);
+                    break;
                 }
+                Ok(Err(Unanswered(why))) => unanswered.push(format!("{ask:?}: {why}")),
+                Err(_) => unanswered.push(format!("{ask:?}: no answer within {within:?}")),
+                // The log's answer (not found, no stream...), from whichever side gave it.
+                Ok(Err(Answered(answer))) => return answer.map(|()| None),
             }
+            tracing::debug!(seq, ?ask, ?within, "reading one message: asking again");
+        }
+        let Some(msg) = msg else {
+            return Err(LogError::Unavailable(format!(
+                "no replica and no leader answered a read of {seq}: {}",
+                unanswered.join("; ")
+            )));
         };
         let raw = || RawMessage {
             seq: msg.sequence,
@@ -180,6 +203,45 @@ impl Reader {
             other => other?,
         };
         Ok(Some((entry, msg.subject.to_string(), msg.headers)))
+    }
+
+    /// One direct get of `seq` (any replica answers).
+    async fn direct_get(&self, seq: u64) -> Result<StreamMessage, Attempt> {
+        self.stream
+            .direct_get(seq)
+            .await
+            .map_err(|err| match err.kind() {
+                DirectGetErrorKind::NotFound => Answered(Ok(())),
+                DirectGetErrorKind::ErrorResponse(status, _) if status.as_u16() == 503 => {
+                    Answered(Err(LogError::StreamNotFound(self.stream_name().to_owned())))
+                }
+                DirectGetErrorKind::TimedOut | DirectGetErrorKind::Request => {
+                    Unanswered(err.to_string())
+                }
+                _ => Answered(Err(LogError::Jetstream(err.to_string()))),
+            })
+    }
+
+    /// One `STREAM.MSG.GET` of `seq`, answered by the stream's leader.
+    async fn leader_get(&self, seq: u64) -> Result<StreamMessage, Attempt> {
+        self.stream
+            .get_raw_message(seq)
+            .await
+            .map_err(|err| match err.kind() {
+                RawMessageErrorKind::NoMessageFound => Answered(Ok(())),
+                RawMessageErrorKind::JetStream(e)
+                    if e.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    Answered(Err(LogError::StreamNotFound(self.stream_name().to_owned())))
+                }
+                // No leader (an election), no responders, a timeout: another attempt may succeed.
+                RawMessageErrorKind::JetStream(_) | RawMessageErrorKind::Other => {
+                    Unanswered(err.to_string())
+                }
+                RawMessageErrorKind::InvalidSubject => {
+                    Answered(Err(LogError::Jetstream(err.to_string())))
+                }
+            })
     }
 
     /// The quarantined messages, as last read.

@@ -120,9 +120,16 @@ const RECONNECT_CHECK: Duration = Duration::from_millis(50);
 /// Recoveries in a row, with no append acknowledged in between, after which the writer steps down.
 pub const MAX_FRUITLESS_RECOVERIES: u32 = 5;
 
-/// Failed attempts in a row to recover the state from the log (about 15 s with the backoff) after
-/// which the writer steps down.
+/// Failed attempts in a row to recover the state from the log (20 to 40 s with the backoff and
+/// [`RECOVERY_REQUEST_TIMEOUT`]) after which the writer steps down.
 pub const MAX_RECOVERY_ATTEMPTS: u32 = 10;
+
+/// How long each JetStream API request of a recovery (the stream's info, creating the consumer that
+/// reads the log) waits for its answer. These answer in milliseconds when the stream has a leader;
+/// while a cluster elects one (after its leader died or froze) nobody answers, and a short wait
+/// with a new attempt after it makes the writer serve again about as soon as there is a leader,
+/// instead of up to the default 5 s per request later.
+pub const RECOVERY_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How a term as the active writer ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,12 +164,12 @@ pub async fn lead(
     shutdown: CancellationToken,
 ) -> Result<Term, WriterError> {
     let cell = &config.log.cell;
-    let reader = Reader::new(js.clone(), cell.clone()).await?;
+    let reader = Reader::new(with_timeout(js, RECOVERY_REQUEST_TIMEOUT), cell.clone()).await?;
     let snapshot = config.data_dir.as_ref().map(|d| snapshot_path(d, cell));
     let mut p = Pipeline {
         client,
         config,
-        appender: Appender::new(appends_context(js, config.ack_timeout), cell.clone()),
+        appender: Appender::new(with_timeout(js, config.ack_timeout), cell.clone()),
         reader,
         state: State::new(config.domain.clone()),
         last_event: None,
@@ -189,7 +196,8 @@ pub async fn lead(
             Term::LeaseLost
         }
     };
-    p.batches = config.group_commit && group_commit_possible(client, js, cell).await?;
+    p.batches = config.group_commit
+        && group_commit_possible(client, &with_timeout(js, RECOVERY_REQUEST_TIMEOUT), cell).await?;
     tracing::info!(
         cell = %cell,
         appends = if p.batches { "grouped into atomic batches" } else { "pipelined one by one" },
@@ -305,14 +313,28 @@ async fn group_commit_possible(
         return Ok(false);
     }
     let name = orchestrator_events::subject::stream_name(cell);
-    match js.get_stream(&name).await {
-        Ok(stream) => Ok(batches_allowed(features, &stream.cached_info().config)),
-        Err(e) => {
-            tracing::warn!(stream = %name, error = %e, "reading the stream's settings: appending one at a time");
-            Ok(false)
+    // While a cluster elects the stream's leader nobody answers: ask again for a while, as the
+    // recovery that follows would, rather than leave group commit off for the whole term.
+    let mut attempt = 1;
+    loop {
+        match js.get_stream(&name).await {
+            Ok(stream) => return Ok(batches_allowed(features, &stream.cached_info().config)),
+            Err(e) if attempt < SETTINGS_ATTEMPTS => {
+                tracing::debug!(stream = %name, error = %e, attempt, "reading the stream's settings, retrying");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                tracing::warn!(stream = %name, error = %e, attempt, "reading the stream's settings: appending one at a time");
+                return Ok(false);
+            }
         }
     }
 }
+
+/// Attempts to read the stream's settings when a term starts (each waits up to
+/// [`RECOVERY_REQUEST_TIMEOUT`]).
+const SETTINGS_ATTEMPTS: u32 = 10;
 
 /// An append's ack, or [`LogError::Unavailable`] once `timeout` has passed since it was sent.
 fn with_deadline(pending: PendingAppend, timeout: Duration) -> AckFuture {
@@ -329,14 +351,15 @@ fn with_deadline(pending: PendingAppend, timeout: Duration) -> AckFuture {
     })
 }
 
-/// A JetStream context whose requests (the appends' acks) time out after the writer's ack
-/// timeout rather than the context's default.
-fn appends_context(
+/// A JetStream context whose requests time out after `timeout` rather than the context's default
+/// (5 s): the appends' acks after the writer's ack timeout, the recovery's reads after
+/// [`RECOVERY_REQUEST_TIMEOUT`].
+fn with_timeout(
     js: &async_nats::jetstream::Context,
-    ack_timeout: Duration,
+    timeout: Duration,
 ) -> async_nats::jetstream::Context {
     let mut js = js.clone();
-    js.set_timeout(ack_timeout);
+    js.set_timeout(timeout);
     js
 }
 
