@@ -21,15 +21,15 @@ const JS: &str = "text/javascript; charset=utf-8";
 
 #[rustfmt::skip]
 const ASSETS: &[Asset] = &[
-    Asset { name: "index.html", media_type: "text/html; charset=utf-8", body: include_str!("dashboard/index.html") },
-    Asset { name: "dashboard.css", media_type: "text/css; charset=utf-8", body: include_str!("dashboard/dashboard.css") },
-    Asset { name: "app.js", media_type: JS, body: include_str!("dashboard/app.js") },
-    Asset { name: "api.js", media_type: JS, body: include_str!("dashboard/api.js") },
-    Asset { name: "pool.js", media_type: JS, body: include_str!("dashboard/pool.js") },
-    Asset { name: "feed.js", media_type: JS, body: include_str!("dashboard/feed.js") },
-    Asset { name: "travel.js", media_type: JS, body: include_str!("dashboard/travel.js") },
-    Asset { name: "history.js", media_type: JS, body: include_str!("dashboard/history.js") },
-    Asset { name: "charts.js", media_type: JS, body: include_str!("dashboard/charts.js") },
+    Asset { name: "index.html", media_type: "text/html; charset=utf-8", body: include_str!("index.html") },
+    Asset { name: "dashboard.css", media_type: "text/css; charset=utf-8", body: include_str!("dashboard.css") },
+    Asset { name: "app.js", media_type: JS, body: include_str!("app.js") },
+    Asset { name: "api.js", media_type: JS, body: include_str!("api.js") },
+    Asset { name: "pool.js", media_type: JS, body: include_str!("pool.js") },
+    Asset { name: "feed.js", media_type: JS, body: include_str!("feed.js") },
+    Asset { name: "travel.js", media_type: JS, body: include_str!("travel.js") },
+    Asset { name: "history.js", media_type: JS, body: include_str!("history.js") },
+    Asset { name: "charts.js", media_type: JS, body: include_str!("charts.js") },
 ];
 
 /// Only this origin's scripts, styles and API; no inline script, no framing.
