@@ -202,7 +202,7 @@ async fn rounds(
             .is_none()
             .then_some(ttl.as_millis() as u64),
         writer_bin: writer_bin_override().map_or_else(
-            || "this binary".to_owned(),
+            || "the orchestrator binary".to_owned(),
             |b| b.to_string_lossy().into_owned(),
         ),
         takeover_seconds,
