@@ -12,7 +12,8 @@
 //! - [`nats_user`]: `nats-user add|list`, the users of a secured NATS ([`nats_auth`]: the client
 //!   side's flags).
 //! - [`bench`]: runs the benchmark, the `orchestrator-bench` binary beside this one.
-//! - [`format`]: how times, labels, actors and events are shown and parsed.
+//! - [`format`]: how times, labels, actors and events are shown and parsed; [`table`]: the VM and
+//!   session tables.
 
 /// `println!` for the command line's output: when the reader goes away (`orchestrator tail | head`)
 /// the process ends quietly, as a Unix tool does, instead of panicking on the closed pipe.
@@ -40,6 +41,7 @@ pub mod rebuild;
 pub mod serve;
 pub mod session;
 pub mod state;
+pub mod table;
 pub mod tail;
 pub mod usage;
 pub mod verify;
