@@ -22,11 +22,12 @@
 //! - [`metrics`]: one Prometheus registry per process, every role's metrics, their exposition.
 //! - [`cli`]: the `orchestrator` binary's subcommands.
 //! - [`serve`]: `orchestrator serve`: the roles in one process, with an embedded, supervised NATS.
-//! - [`bench`]: the benchmark that compares the orchestrator with raw NATS in the same run.
+//!
+//! The benchmark is a user of this library: the workspace member `bench/` (`orchestrator-bench`,
+//! which `orchestrator bench` runs).
 
 pub mod admin;
 pub mod analytics;
-pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod clock;

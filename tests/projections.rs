@@ -1,6 +1,6 @@
 //! The sled projections: atomic ordered batches, resuming, rebuilding when the layout version changes
 //! or the store cannot be read. How the projector meets messages that are not events:
-//! `tests/poison.rs` and `tests/log.rs`. A store follows one log: another cell or stream rebuilds it.
+//! `tests/poison.rs` and `tests/log_reads.rs`. A store follows one log: another cell or stream rebuilds it.
 
 mod common;
 

@@ -7,7 +7,7 @@ use futures::StreamExt;
 use orchestrator_events::{EndReason, Endpoint, Event, Labels, SessionId, VmId};
 use serde::Serialize;
 
-use super::{format, CliError, NatsArgs};
+use super::{format, table, CliError, NatsArgs};
 use crate::analytics::as_of::{replay, snapshot, SessionRow, VmRow};
 use crate::analytics::WindowError;
 use crate::domain::{SessionStatus, State, VmStatus};
@@ -208,16 +208,7 @@ pub async fn vm_list(args: VmListArgs) -> Result<(), CliError> {
         print_json(&vms);
         return Ok(());
     }
-    outln!("{:<24} {:<10} {:>10}  LABELS", "VM", "STATUS", "USED/CAP");
-    for vm in &vms {
-        outln!(
-            "{:<24} {:<10} {:>10}  {}",
-            vm.vm_id.as_str(),
-            vm.status.as_str(),
-            format!("{}/{}", vm.used, vm.capacity),
-            format::labels(&vm.labels)
-        );
-    }
+    table::vms(&vms);
     Ok(())
 }
 
@@ -358,24 +349,6 @@ async fn session_list(args: SessionListArgs) -> Result<(), CliError> {
         print_json(&rows);
         return Ok(());
     }
-    outln!(
-        "{:<26} {:<20} {:<20} {:<9} {:<24} STARTED",
-        "SESSION",
-        "USER",
-        "GAME",
-        "STATUS",
-        "VM"
-    );
-    for r in &rows {
-        outln!(
-            "{:<26} {:<20} {:<20} {:<9} {:<24} {}",
-            r.session_id.as_str(),
-            r.user_id,
-            r.game_id,
-            r.status.as_str(),
-            r.vm_id.as_ref().map_or("-", |v| v.as_str()),
-            r.started_at
-        );
-    }
+    table::sessions(&rows, false);
     Ok(())
 }

@@ -11,8 +11,9 @@
 //! - `completions`: shell completion scripts ([`completions`]); [`config`]: `serve --config FILE`.
 //! - [`nats_user`]: `nats-user add|list`, the users of a secured NATS ([`nats_auth`]: the client
 //!   side's flags).
-//! - `bench` runs [`crate::bench`].
-//! - [`format`]: how times, labels, actors and events are shown and parsed.
+//! - [`bench`]: runs the benchmark, the `orchestrator-bench` binary beside this one.
+//! - [`format`]: how times, labels, actors and events are shown and parsed; [`table`]: the VM and
+//!   session tables.
 
 /// `println!` for the command line's output: when the reader goes away (`orchestrator tail | head`)
 /// the process ends quietly, as a Unix tool does, instead of panicking on the closed pipe.
@@ -26,6 +27,7 @@ macro_rules! outln {
 }
 
 pub mod agent;
+pub mod bench;
 pub mod completions;
 pub mod config;
 pub mod format;
@@ -39,6 +41,7 @@ pub mod rebuild;
 pub mod serve;
 pub mod session;
 pub mod state;
+pub mod table;
 pub mod tail;
 pub mod usage;
 pub mod verify;
@@ -127,7 +130,7 @@ pub enum CliCommand {
     /// Send a VM's heartbeats (the reference of the VM side, for demos and tests).
     Agent(agent::AgentArgs),
     /// Measure the orchestrator against the raw NATS limit, on servers of its own.
-    Bench(Box<crate::bench::BenchArgs>),
+    Bench(bench::BenchArgs),
     /// Print a shell completion script: `source <(orchestrator completions bash)`.
     Completions(completions::CompletionsArgs),
     /// The users of a secured NATS (`serve --nats-auth`): add one (an analytics consumer...), list them.
@@ -141,7 +144,6 @@ impl Cli {
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {
             CliCommand::Serve(_) => "info,async_nats=warn",
-            CliCommand::Bench(_) => "warn,orchestrator::bench=info",
             _ => "warn",
         }
     }
@@ -225,10 +227,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> ExitCode {
         CliCommand::Completions(args) => completions::run(&args),
         CliCommand::NatsUser(command) => nats_user::run(command),
         CliCommand::Agent(args) => agent::run(args, shutdown).await,
-        CliCommand::Bench(args) => crate::bench::run(*args)
-            .await
-            .map(drop)
-            .map_err(|e| CliError::Failed(e.to_string())),
+        CliCommand::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,7 +5,7 @@
 use clap::Args;
 
 use super::format::{self, Point};
-use super::{CliError, NatsArgs};
+use super::{table, CliError, NatsArgs};
 pub use crate::analytics::as_of::{replay, snapshot, SessionRow, Snapshot, VmRow};
 use crate::analytics::WindowError;
 use crate::domain::SessionStatus;
@@ -63,16 +63,7 @@ fn print_human(s: &Snapshot, cell: &str) {
         ),
     }
     outln!();
-    outln!("{:<24} {:<10} {:>10}  LABELS", "VM", "STATUS", "USED/CAP");
-    for vm in &s.vms {
-        outln!(
-            "{:<24} {:<10} {:>10}  {}",
-            vm.vm_id.as_str(),
-            vm.status.as_str(),
-            format!("{}/{}", vm.used, vm.capacity),
-            format::labels(&vm.labels)
-        );
-    }
+    table::vms(&s.vms);
     if s.vms.is_empty() {
         outln!("(no VMs)");
     }
@@ -101,27 +92,6 @@ fn print_human(s: &Snapshot, cell: &str) {
     }
     if let Some(sessions) = &s.sessions {
         outln!();
-        outln!(
-            "{:<26} {:<20} {:<20} {:<9} {:<24} STARTED",
-            "SESSION",
-            "USER",
-            "GAME",
-            "STATUS",
-            "VM"
-        );
-        for r in sessions {
-            outln!(
-                "{:<26} {:<20} {:<20} {:<9} {:<24} {}",
-                r.session_id.as_str(),
-                r.user_id,
-                r.game_id,
-                r.status.as_str(),
-                r.vm_id.as_ref().map_or("-", |v| v.as_str()),
-                match &r.queued_until {
-                    Some(until) => format!("{} (queued until {until})", r.started_at),
-                    None => r.started_at.clone(),
-                }
-            );
-        }
+        table::sessions(sessions, true);
     }
 }

@@ -126,7 +126,7 @@ const CLUSTER_SETTLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Creates a stream with `wanted`, or checks an existing one against the settings `wanted` sets.
 /// Retries for up to [`CLUSTER_SETTLE`] while a cluster cannot place the replicas yet.
-pub(crate) async fn ensure_stream_config(
+pub async fn ensure_stream_config(
     js: &jetstream::Context,
     wanted: Config,
 ) -> Result<Stream, LogError> {

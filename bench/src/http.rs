@@ -24,9 +24,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::orchestrator::{ClientOutcome, LevelFigures};
 use super::{BenchError, Plan};
-use crate::http::{serve, AppState, BridgeArgs};
-use crate::log::Reader;
-use crate::projections::{projector, Projections};
+use orchestrator::http::{serve, AppState, BridgeArgs};
+use orchestrator::log::Reader;
+use orchestrator::projections::{projector, Projections};
 
 /// The bridge's one token: a service acting for the benchmark's users.
 const TOKEN: &str = "bench-gateway-token";

@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use orchestrator::bench::workload::EventMix;
 use orchestrator::domain::SessionStatus;
 use orchestrator::projections::apply::{Message, Overlay};
 use orchestrator::projections::{Projections, SessionFilter, SessionView};
+use orchestrator_bench::workload::EventMix;
 use orchestrator_events::{Actor, Envelope, Event, SessionId, UserId, VmId};
 
 /// VMs, then sessions that start, get assigned, pause, resume and end, from the bench's mix.

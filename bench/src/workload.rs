@@ -275,13 +275,13 @@ impl Iterator for EventMix {
     }
 }
 
-pub use crate::clock::now_ms;
+pub use orchestrator::clock::now_ms;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{evolve, State};
-    use crate::projections::apply::Overlay;
+    use orchestrator::domain::{evolve, State};
+    use orchestrator::projections::apply::Overlay;
     use std::collections::BTreeMap;
 
     #[test]
@@ -303,6 +303,6 @@ mod tests {
             !state.ended.is_empty(),
             "some sessions completed their lifecycle"
         );
-        assert!(crate::domain::invariants::check(&state).is_ok());
+        assert!(orchestrator::domain::invariants::check(&state).is_ok());
     }
 }

@@ -1,4 +1,4 @@
-//! The orchestrator over NATS: an in-process writer ([`crate::writer::run`]) and 1, 16, 256...
+//! The orchestrator over NATS: an in-process writer ([`orchestrator::writer::run`]) and 1, 16, 256...
 //! concurrent clients ([`CommandClient`]), each looping over its own sessions (start, assign by
 //! policy, pause, resume, end) so that user quotas hold, after 1,000 VMs are registered.
 //!
@@ -18,10 +18,10 @@ use super::http::HttpFigures;
 use super::stats::{per_second, Latency, Samples};
 use super::workload::{requirements, vm_id, vm_labels, VM_CAPACITY};
 use super::{BenchError, Plan};
-use crate::client::{ClientError, CoalescingClient, CommandClient};
-use crate::domain::command::{AssignVm, EndSession, RegisterVm, SessionRef, StartSession};
-use crate::domain::Command;
-use crate::writer::{self, Reply, WriterConfig};
+use orchestrator::client::{ClientError, CoalescingClient, CommandClient};
+use orchestrator::domain::command::{AssignVm, EndSession, RegisterVm, SessionRef, StartSession};
+use orchestrator::domain::Command;
+use orchestrator::writer::{self, Reply, WriterConfig};
 
 /// How long a client waits for one answer.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);

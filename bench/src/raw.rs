@@ -19,7 +19,7 @@ use serde::Serialize;
 use super::stats::{per_second, Latency, Samples};
 use super::workload::{now_ms, EventMix};
 use super::{BenchError, Plan};
-use crate::log::{ensure_stream, LogConfig, Reader};
+use orchestrator::log::{ensure_stream, LogConfig, Reader};
 
 /// The raw limits of one durability mode.
 #[derive(Debug, Clone, Serialize)]
@@ -63,7 +63,7 @@ impl Rate {
     }
 }
 
-/// A publish ready to go: what [`crate::log::Appender::send`] would send.
+/// A publish ready to go: what [`orchestrator::log::Appender::send`] would send.
 pub struct RawMessage {
     subject: String,
     headers: HeaderMap,
@@ -313,7 +313,7 @@ pub async fn measure(
     last += pipelined.count;
 
     let batch_size = plan.clients.iter().copied().max().unwrap_or(1).max(2);
-    let batches = if crate::log::ServerVersion::of(client)?
+    let batches = if orchestrator::log::ServerVersion::of(client)?
         .features()
         .atomic_batch
     {

@@ -13,7 +13,7 @@ use orchestrator_events::{EndReason, Event};
 use serde::Serialize;
 
 use super::workload::{now_ms, EventMix, VM_CAPACITY};
-use crate::domain::{evolve, DomainConfig, SessionStatus, State};
+use orchestrator::domain::{evolve, DomainConfig, SessionStatus, State};
 
 /// What holding N live sessions costs the writer.
 #[derive(Debug, Clone, Serialize)]

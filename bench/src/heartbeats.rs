@@ -37,14 +37,14 @@ use tokio_util::sync::CancellationToken;
 use super::orchestrator::{connect, new_command_id, parse, register_pool};
 use super::workload::{requirements, vm_id};
 use super::{BenchError, Plan};
-use crate::cli::agent::heartbeat_subject;
-use crate::client::{ClientError, CommandClient};
-use crate::clock::now_ms;
-use crate::domain::command::{AssignVm, SessionRef, StartSession};
-use crate::domain::timers::{Heartbeats, TimerConfig};
-use crate::domain::{evolve, Command, DomainConfig, State};
-use crate::nats_server::{Durability, NatsServer, NatsServerConfig};
-use crate::writer::{Reply, WriterConfig};
+use orchestrator::cli::agent::heartbeat_subject;
+use orchestrator::client::{ClientError, CommandClient};
+use orchestrator::clock::now_ms;
+use orchestrator::domain::command::{AssignVm, SessionRef, StartSession};
+use orchestrator::domain::timers::{Heartbeats, TimerConfig};
+use orchestrator::domain::{evolve, Command, DomainConfig, State};
+use orchestrator::nats_server::{Durability, NatsServer, NatsServerConfig};
+use orchestrator::writer::{Reply, WriterConfig};
 
 /// Missed intervals after which the writer declares a VM lost (`serve --heartbeat-misses`).
 pub const MISSES: u32 = 3;
@@ -171,26 +171,25 @@ fn time_scan(vms: u32, interval_ms: u32) -> f64 {
     started.elapsed().as_secs_f64() * 1e6 / f64::from(scans)
 }
 
-/// The `orchestrator` binary: this one, or beside the library's test harness
-/// (`target/<profile>/deps/orchestrator-<hash>` runs `target/<profile>/orchestrator`).
+/// The `orchestrator` binary, beside this one (`target/<profile>/orchestrator-bench`) or beside the
+/// directory of the library's test harness (`target/<profile>/deps/orchestrator_bench-<hash>`).
 fn orchestrator_binary() -> Result<PathBuf, BenchError> {
     let exe = std::env::current_exe().map_err(|source| BenchError::Io {
         path: PathBuf::from("/proc/self/exe"),
         source,
     })?;
-    if exe.file_name().is_some_and(|n| n == "orchestrator") {
-        return Ok(exe);
-    }
-    exe.parent()
-        .and_then(Path::parent)
+    let dir = exe.parent();
+    let found = [dir, dir.and_then(Path::parent)]
+        .into_iter()
+        .flatten()
         .map(|dir| dir.join("orchestrator"))
-        .filter(|bin| bin.is_file())
-        .ok_or_else(|| {
-            BenchError::Setup(format!(
-                "{} is not the orchestrator binary, and none is beside it: build it first",
-                exe.display()
-            ))
-        })
+        .find(|bin| bin.is_file());
+    found.ok_or_else(|| {
+        BenchError::Setup(format!(
+            "no orchestrator binary beside {}: build it first (`cargo build --release`)",
+            exe.display()
+        ))
+    })
 }
 
 /// The writer as a child process.

@@ -12,12 +12,12 @@ use serde::Serialize;
 use super::raw::{self, Rate, RawMessage};
 use super::workload::{now_ms, EventMix};
 use super::{BenchError, Plan};
-use crate::domain::DomainConfig;
-use crate::log::stream::ensure_stream_config;
-use crate::log::{LogConfig, Reader, ServerVersion};
-use crate::nats_server::Durability;
-use crate::projections::{projector, Projections};
-use crate::writer::recovery::{recover, save_snapshot, snapshot_path};
+use orchestrator::domain::DomainConfig;
+use orchestrator::log::stream::ensure_stream_config;
+use orchestrator::log::{LogConfig, Reader, ServerVersion};
+use orchestrator::nats_server::Durability;
+use orchestrator::projections::{projector, Projections};
+use orchestrator::writer::recovery::{recover, save_snapshot, snapshot_path};
 
 /// The cell whose stream is filled.
 pub const FILL_CELL: &str = "fill";

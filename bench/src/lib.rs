@@ -19,6 +19,9 @@
 //! and, in each mode, a standby's warm takeover of the rebuild's log.
 //! [`report`] holds the figures, checks the targets, and renders the one table; [`workload`]
 //! generates the realistic events and ids; [`stats`] the percentiles.
+//!
+//! The binary `orchestrator-bench` (`src/main.rs`) parses [`BenchArgs`] and calls [`run`];
+//! `orchestrator bench ...` runs it. It uses the `orchestrator` library as any user does.
 
 pub mod failover;
 pub mod heartbeats;
@@ -36,15 +39,15 @@ use std::time::Duration;
 
 pub use report::BenchReport;
 
-use crate::log::LogError;
-use crate::nats_server::{
+use ::orchestrator::log::LogError;
+use ::orchestrator::nats_server::{
     binary_version, resolve_binary, Durability, NatsServer, NatsServerConfig, NatsServerError,
 };
-use crate::projections::ProjectionError;
-use crate::writer::WriterError;
+use ::orchestrator::projections::ProjectionError;
+use ::orchestrator::writer::WriterError;
 use report::{Machine, ModeFigures, ModeReport, ServerInfo, Settings};
 
-/// The `bench` subcommand's flags.
+/// The benchmark's flags (`orchestrator-bench`, or `orchestrator bench`, which runs it).
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// A smoke run for CI: a few thousand commands, 20,000 events, 1 s phases; well under a minute.
@@ -199,7 +202,7 @@ impl Plan {
         let heartbeat_interval = args
             .heartbeat_interval
             .unwrap_or(Duration::from_secs(if quick { 1 } else { 5 }));
-        let range = crate::domain::command::HEARTBEAT_MS_RANGE;
+        let range = ::orchestrator::domain::command::HEARTBEAT_MS_RANGE;
         if !u32::try_from(heartbeat_interval.as_millis()).is_ok_and(|ms| range.contains(&ms)) {
             return Err(BenchError::Args(format!(
                 "--heartbeat-interval must be {} ms to {} ms",
@@ -215,9 +218,10 @@ impl Plan {
                 .unwrap_or(Duration::from_secs(if quick { 1 } else { 5 })),
             max_commands: if quick { 1_000 } else { u64::MAX / 2 },
             raw_pipelined: if quick { 20_000 } else { 300_000 },
-            in_flight:
-                crate::writer::WriterConfig::new(orchestrator_events::CellId::default_cell())
-                    .max_in_flight,
+            in_flight: ::orchestrator::writer::WriterConfig::new(
+                orchestrator_events::CellId::default_cell(),
+            )
+            .max_in_flight,
             clients: args.clients.clone(),
             vms: 1_000,
             memory_sessions: 100_000,
@@ -285,7 +289,7 @@ async fn run_mode(
         .await?;
         tracing::info!("raw limits again, to show how much they drifted meanwhile");
         let raw_after = raw::measure(&client, plan, "raw2", false).await?;
-        let version = crate::log::ServerVersion::of(&client)?;
+        let version = ::orchestrator::log::ServerVersion::of(&client)?;
         let (rebuild, cold_start) =
             rebuild::measure(&client, plan, durability, version, &dir.join("rebuild")).await?;
         let warm_takeover = failover::warm_takeover(&client, rebuild.events).await?;
@@ -463,9 +467,9 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
 mod tests {
     use super::*;
 
-    /// Runs the benchmark for real: `cargo test --release --lib bench::tests::run_bench -- --ignored
-    /// --nocapture`, with `BENCH_ARGS="--quick"` (any of the subcommand's flags) and
-    /// `NATS_SERVER_BIN` as wanted.
+    /// Runs the benchmark for real: `cargo test --release -p orchestrator-bench --lib
+    /// tests::run_bench -- --ignored --nocapture`, with `BENCH_ARGS="--quick"` (any of the binary's
+    /// flags) and `NATS_SERVER_BIN` as wanted; it needs the `orchestrator` binary built beside it.
     #[tokio::test(flavor = "multi_thread")]
     #[ignore = "starts nats-servers and runs for minutes; a benchmark, not a test"]
     async fn run_bench() {
@@ -478,7 +482,7 @@ mod tests {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| "orchestrator::bench=info,warn".into()),
+                    .unwrap_or_else(|_| "orchestrator_bench=info,warn".into()),
             )
             .with_writer(std::io::stderr)
             .try_init();

@@ -14,8 +14,8 @@
 //!   as a writer taking the lease does: the time a standby needs to be warm, and the takeover's
 //!   own recovery, next to the cold starts measured on the same log.
 //!
-//! The writer children run this binary, or `$ORCH_BENCH_WRITER_BIN` when set (to measure another
-//! build's takeover on the same machine).
+//! The writer children run the `orchestrator` binary beside this one, or `$ORCH_BENCH_WRITER_BIN`
+//! when set (to measure another build's takeover on the same machine).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -30,14 +30,14 @@ use super::rebuild::FILL_CELL;
 use super::stats::thousands;
 use super::workload::Rng;
 use super::{BenchError, Plan};
-use crate::client::CommandClient;
-use crate::domain::command::StartSession;
-use crate::domain::Command;
-use crate::log::Reader;
-use crate::nats_server::{Durability, NatsServer, NatsServerConfig};
-use crate::writer::recovery::recover_from;
-use crate::writer::standby::Follower;
-use crate::writer::WriterConfig;
+use orchestrator::client::CommandClient;
+use orchestrator::domain::command::StartSession;
+use orchestrator::domain::Command;
+use orchestrator::log::Reader;
+use orchestrator::nats_server::{Durability, NatsServer, NatsServerConfig};
+use orchestrator::writer::recovery::recover_from;
+use orchestrator::writer::standby::Follower;
+use orchestrator::writer::WriterConfig;
 
 /// How long a probe waits for its answer: short, so that a probe caught by the dying writer is
 /// sent again soon.
@@ -111,7 +111,8 @@ fn cell() -> CellId {
     parse("failover".to_owned())
 }
 
-/// The binary the writer children run: `$ORCH_BENCH_WRITER_BIN`, else this one.
+/// The binary the writer children run: `$ORCH_BENCH_WRITER_BIN`, else the `orchestrator` beside
+/// this one.
 fn writer_bin_override() -> Option<std::ffi::OsString> {
     std::env::var_os("ORCH_BENCH_WRITER_BIN").filter(|b| !b.is_empty())
 }
@@ -161,7 +162,7 @@ async fn rounds(
     writers: &mut Vec<WriterProcess>,
 ) -> Result<FailoverFigures, BenchError> {
     let cell = cell();
-    let ttl = crate::log::DEFAULT_LEASE_TTL;
+    let ttl = orchestrator::log::DEFAULT_LEASE_TTL;
     let client = CommandClient::new(connect(url).await?, cell.clone(), PROBE_TIMEOUT);
     let slow = CommandClient::new(client.nats().clone(), cell.clone(), Duration::from_secs(30));
     writers.push(start_writer(url, dir, 0).await?);
@@ -191,16 +192,17 @@ async fn rounds(
         takeover_seconds.push(took.as_secs_f64());
         active.stop().await;
     }
-    let events = crate::log::Reader::new(async_nats::jetstream::new(client.nats().clone()), cell)
-        .await?
-        .last_seq()
-        .await?;
+    let events =
+        orchestrator::log::Reader::new(async_nats::jetstream::new(client.nats().clone()), cell)
+            .await?
+            .last_seq()
+            .await?;
     Ok(FailoverFigures {
         lease_ttl_ms: writer_bin_override()
             .is_none()
             .then_some(ttl.as_millis() as u64),
         writer_bin: writer_bin_override().map_or_else(
-            || "this binary".to_owned(),
+            || "the orchestrator binary".to_owned(),
             |b| b.to_string_lossy().into_owned(),
         ),
         takeover_seconds,
