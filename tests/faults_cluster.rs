@@ -3,8 +3,8 @@
 //! one node fails: a follower killed with SIGKILL, the stream's leader killed, the leader frozen
 //! (SIGSTOP) for longer than an election and thawed, every node restarted one by one (a rolling
 //! upgrade). After each: every acknowledged command is in the log exactly once, no VM was ever over
-//! capacity (replayed), retries get their first answer, `verify` is clean, and the test prints how
-//! long the cell went without accepting a command.
+//! capacity (replayed), retries get their first answer, `verify` is clean, and the cell went no
+//! longer than [`SERVICE_BOUND`] without accepting a command (printed).
 //!
 //! Runs on the binary under test (`NATS_SERVER_BIN`); `scripts/test` runs it on 2.9.10 and 2.15.1.
 
@@ -28,6 +28,12 @@ enum Fault {
     RollingRestart,
 }
 
+/// The longest the cell may go without accepting a command from the fault on, in every case. The
+/// longest measured is 13 s on 2.15.1 and 11 s on 2.9.10 (docs/faults.md): an election (5 to 12 s
+/// here), the connection's PINGs noticing a frozen node (3 s), an ack's timeout (3 s), a recovery's
+/// requests (2 s each). The bound leaves room for a loaded machine; a stall it catches is a bug.
+const SERVICE_BOUND: Duration = Duration::from_secs(45);
+
 /// How long a frozen leader stays frozen: past JetStream's election timeout (a few seconds).
 const PAUSE_FOR: Duration = Duration::from_secs(8);
 
@@ -35,6 +41,20 @@ const PAUSE_FOR: Duration = Duration::from_secs(8);
 async fn survive(fault: Fault) {
     init_tracing();
     let mut cluster = TestCluster::start(3).await;
+    let version = cluster.node(0).version();
+    if matches!(fault, Fault::PauseLeader)
+        && !version.at_least(2, 10)
+        && std::env::var_os("FAULT_FROZEN_ON_2_9").is_none()
+    {
+        // Measured on 2.9.10: after the thaw a live node's JetStream API went unanswered for up to
+        // 20 s, and once a replay of the log ended early, served from the thawed node's stale copy
+        // (docs/faults.md).
+        eprintln!(
+            "skipped on nats-server {version}: a frozen leader is only bounded from 2.10 on; \
+             FAULT_FROZEN_ON_2_9=1 runs it"
+        );
+        return;
+    }
     let client = cluster.client().await;
     let commands = CommandClient::new(client.clone(), cell(), Duration::from_secs(2));
     let data_dir = cluster.dir().join("orchestrator");
@@ -110,6 +130,7 @@ async fn survive(fault: Fault) {
         println!("the orchestrator's log:\n{}", orch.output());
     }
     let replayed = check_ledger(&client, &commands, &ledger).await;
+    let gap = ledger.longest_gap_since(at);
     println!(
         "{fault:?} on nats-server {}: {} commands accepted ({} from the fault on), {} refused, {} \
          retried sends, {} events; longest time without an acceptance from the fault on: {:?}",
@@ -119,7 +140,11 @@ async fn survive(fault: Fault) {
         ledger.rejected.len(),
         ledger.retries,
         replayed.last,
-        ledger.longest_gap_since(at),
+        gap,
+    );
+    assert!(
+        gap <= SERVICE_BOUND,
+        "{fault:?}: the cell went {gap:?} without accepting a command (bound {SERVICE_BOUND:?})"
     );
 }
 
@@ -154,11 +179,8 @@ async fn the_stream_leader_killed_under_load() {
     survive(Fault::KillLeader).await;
 }
 
-/// Ignored in the suite: the invariants hold, but the time without service is not bounded yet (18 s
-/// to 56 s measured, once over 60 s); docs/faults.md says what is known.
-/// `cargo nextest run --test faults_cluster --run-ignored all` runs it.
+/// Skipped on 2.9 (see [`survive`]); `FAULT_FROZEN_ON_2_9=1` runs it there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the time without service while the leader is frozen is not bounded yet (docs/faults.md)"]
 async fn the_stream_leader_frozen_past_an_election_then_thawed() {
     survive(Fault::PauseLeader).await;
 }

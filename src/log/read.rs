@@ -14,7 +14,7 @@
 //! [`LogError::Decode`]: a reader never skips an event it cannot read.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::header::HeaderMap;
 use async_nats::jetstream::{
@@ -71,6 +71,22 @@ enum Ask {
     Leader,
 }
 
+impl Ask {
+    fn other(self) -> Self {
+        match self {
+            Ask::Replica => Ask::Leader,
+            Ask::Leader => Ask::Replica,
+        }
+    }
+}
+
+/// How long reads of one message ask the stream's leader first after a replica left one
+/// unanswered. Without it, every read would wait out a stuck replica's second first: the writer
+/// answers a retried command by such a read, and with a replica frozen, each answer came a second
+/// late, after its client had given up and sent the command again, so the cell answered nothing
+/// while the node stayed frozen (the answers' queue never drained).
+const LEADER_FIRST_FOR: Duration = Duration::from_secs(30);
+
 /// One message fetched by sequence: the event and what travelled with it.
 #[derive(Debug, Clone)]
 pub struct StoredMessage {
@@ -105,6 +121,9 @@ pub struct Reader {
     /// The quarantine records, read once and shared by the clones; forgotten when a read meets an
     /// undecodable message (a record may have come since).
     quarantine: Arc<Mutex<Option<Arc<QuarantineSet>>>>,
+    /// Until when a read of one message asks the stream's leader first, shared by the clones: set
+    /// when a replica left a direct get unanswered (see [`LEADER_FIRST_FOR`]).
+    leader_first_until: Arc<Mutex<Option<Instant>>>,
     stream: JsStream<()>,
 }
 
@@ -120,6 +139,7 @@ impl Reader {
             js,
             quarantine_prefix: subject_prefix(&cell).into(),
             quarantine: Default::default(),
+            leader_first_until: Default::default(),
             cell,
             name: name.into(),
             stream,
@@ -164,7 +184,14 @@ impl Reader {
         }
         let mut unanswered = Vec::new();
         let mut msg = None;
+        let leader_first = self
+            .leader_first_until
+            .lock()
+            .ok()
+            .and_then(|until| *until)
+            .is_some_and(|until| Instant::now() < until);
         for (ask, within) in FETCH_ATTEMPTS {
+            let ask = if leader_first { ask.other() } else { ask };
             let got = match ask {
                 Ask::Replica => tokio::time::timeout(within, self.direct_get(seq)).await,
                 Ask::Leader => tokio::time::timeout(within, self.leader_get(seq)).await,
@@ -174,10 +201,15 @@ impl Reader {
                     msg = Some(found);
                     break;
                 }
-                Ok(Err(Unanswered(why))) => unanswered.push(format!("{ask:?}: {why}")),
-                Err(_) => unanswered.push(format!("{ask:?}: no answer within {within:?}")),
                 // The log's answer (not found, no stream...), from whichever side gave it.
                 Ok(Err(Answered(answer))) => return answer.map(|()| None),
+                Ok(Err(Unanswered(why))) => unanswered.push(format!("{ask:?}: {why}")),
+                Err(_) => unanswered.push(format!("{ask:?}: no answer within {within:?}")),
+            }
+            if matches!(ask, Ask::Replica) {
+                if let Ok(mut until) = self.leader_first_until.lock() {
+                    *until = Some(Instant::now() + LEADER_FIRST_FOR);
+                }
             }
             tracing::debug!(seq, ?ask, ?within, "reading one message: asking again");
         }

@@ -70,6 +70,11 @@ pub struct NatsServerConfig {
     pub tls: Option<NatsTls>,
 }
 
+/// How often a cluster node PINGs its routes and clients (a duration in the server's syntax).
+pub const CLUSTER_PING_INTERVAL: &str = "1s";
+/// PINGs a cluster node's peer may leave unanswered before the node drops it.
+pub const CLUSTER_PING_MAX: u32 = 3;
+
 /// What makes a server one node of a cluster: the cluster's name, the port this node accepts routes
 /// on (loopback), and the route ports of every node (its own included, which the server skips).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +180,13 @@ impl NatsServerConfig {
                 .iter()
                 .map(|port| format!("\"nats-route://{LOOPBACK}:{port}\""))
                 .collect();
+            // Servers PING each other (routes) and their clients every second and drop a peer that
+            // misses three: a frozen node's routes then close in seconds, not the default minutes,
+            // and with them the subscriptions learned through it. Until then the others route a
+            // share of every queue group's messages (the writer's commands) to a subscription
+            // that was on the frozen node and is gone, and those requests are lost.
+            let _ = writeln!(text, "ping_interval: \"{CLUSTER_PING_INTERVAL}\"");
+            let _ = writeln!(text, "ping_max: {CLUSTER_PING_MAX}");
             let _ = writeln!(text, "cluster {{");
             let _ = writeln!(text, "  name: \"{name}\"");
             let _ = writeln!(text, "  listen: \"{LOOPBACK}:{}\"", cluster.route_port);
@@ -328,6 +340,10 @@ mod tests {
         let cluster = text.split("cluster {").nth(1).expect("a cluster block");
         assert!(cluster.contains("name: \"orch\""), "{text}");
         assert!(cluster.contains("listen: \"127.0.0.1:6001\""), "{text}");
+        assert!(
+            text.contains("ping_interval: \"1s\"\nping_max: 3\n"),
+            "{text}"
+        );
         assert!(
             cluster.contains("\"nats-route://127.0.0.1:6002\", \"nats-route://127.0.0.1:6003\""),
             "{text}"
