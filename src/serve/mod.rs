@@ -519,6 +519,7 @@ async fn run_roles(
             )
         }));
     }
+    let mut bridge_listen: Option<SocketAddr> = None;
     let mut http_line = "not run here".to_owned();
     let no_tokens = config.bridge.tokens.is_none() && config.bridge.tokens_file.is_none();
     if roles.bridge && no_tokens && !config.roles_explicit {
@@ -530,6 +531,7 @@ async fn run_roles(
         );
     } else if let (true, Some(store)) = (roles.bridge, store) {
         http_line = format!("http://{}", config.bridge.listen);
+        bridge_listen = Some(config.bridge.listen);
         let bridge_auth = secured.client(NatsRole::Bridge)?;
         let bridge_client = connect(url, "bridge", &bridge_auth).await?;
         let feeds_client = connect(url, "bridge event feeds", &bridge_auth).await?;
@@ -561,6 +563,9 @@ async fn run_roles(
         }));
     }
     tracker.close();
+    if let Some(addr) = bridge_listen {
+        wait_listening(addr, &stop).await;
+    }
     println!("orchestrator serve");
     println!("  cell:        {}", config.cell);
     println!("  roles:       {}", roles.names().join(", "));
@@ -587,4 +592,21 @@ async fn run_roles(
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Waits until the bridge accepts connections on `addr` (its task binds once its state is set up),
+/// so that the `ready` line means the HTTP listener is up. Gives up after 30 s with a warning (the
+/// bridge's supervisor logs why it could not start); does not wait for a port chosen by the system.
+async fn wait_listening(addr: SocketAddr, stop: &CancellationToken) {
+    if addr.port() == 0 {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline && !stop.is_cancelled() {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::warn!(%addr, "the HTTP bridge is not listening yet");
 }
