@@ -30,7 +30,8 @@ use crate::log::{Entry, LogError, Reader};
 //    the state's position may be a skipped message.
 // 4: sessions keep the marks that arm their timers and their place in the queue; VMs their heartbeat
 //    interval, endpoint and registration; the state its timer indexes and its placement index.
-const SNAPSHOT_FORMAT: u32 = 4;
+// 5: the placement index keeps idle requirement sets, and when each was last wanted.
+const SNAPSHOT_FORMAT: u32 = 5;
 
 /// The snapshot as written: borrows the state, so saving copies nothing more.
 #[derive(Serialize)]

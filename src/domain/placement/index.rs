@@ -6,7 +6,10 @@
 //! them after every step of random command sequences). [`crate::domain::evolve()`] keeps it: a
 //! VM's contribution is removed before the VM changes and added back after; a requirement set is
 //! indexed while a `starting` session needs it (built with one walk over the VMs when it first
-//! appears) and dropped with its last such session.
+//! appears), and kept after its last such session is placed while it is among the
+//! [`IDLE_SETS_KEPT`] most recently wanted idle sets: sessions that start and are placed one at a
+//! time (the usual case at low load) would otherwise rebuild their set, walking every VM, at each
+//! start.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,11 +19,18 @@ use serde::{Deserialize, Serialize};
 use super::super::rejection::Rejection;
 use super::super::state::{Vm, VmStatus};
 
+/// How many requirement sets with no `starting` session stay indexed; past that, the least
+/// recently wanted is dropped. Each costs an entry per eligible VM and a label match per VM change.
+pub const IDLE_SETS_KEPT: u32 = 16;
+
 /// The VMs a requirement set can use.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Slots {
-    /// `starting` sessions that need this set.
+    /// `starting` sessions that need this set; none when it is idle.
     waiting: u32,
+    /// The index's count of wants when a session last needed this set: the idle set wanted least
+    /// recently is dropped first.
+    wanted_at: u64,
     /// Available VMs carrying every label of the set.
     matching: u32,
     /// Of those, the ones with room, by load (sessions held); ids sorted, so the lowest wins a tie.
@@ -35,6 +45,10 @@ pub struct PlacementIndex {
     /// VMs that are not retired or lost: a placement's candidates.
     candidates: u32,
     sets: BTreeMap<Labels, Slots>,
+    /// Sets in `sets` that no `starting` session needs.
+    idle: u32,
+    /// Sessions that wanted a set so far (a logical clock, so a replay drops the same sets).
+    wants: u64,
 }
 
 fn is_candidate(vm: &Vm) -> bool {
@@ -96,14 +110,20 @@ impl PlacementIndex {
         }
     }
 
-    /// A `starting` session needs `requirements`: index them if no other session does yet.
+    /// A `starting` session needs `requirements`: index them if they are not yet.
     pub fn want(&mut self, requirements: &Labels, vms: &BTreeMap<VmId, Vm>) {
+        self.wants += 1;
         if let Some(slots) = self.sets.get_mut(requirements) {
+            if slots.waiting == 0 {
+                self.idle = self.idle.saturating_sub(1);
+            }
             slots.waiting += 1;
+            slots.wanted_at = self.wants;
             return;
         }
         let mut slots = Slots {
             waiting: 1,
+            wanted_at: self.wants,
             ..Slots::default()
         };
         for (id, vm) in vms {
@@ -116,12 +136,42 @@ impl PlacementIndex {
 
     /// A session that needed `requirements` was placed or ended.
     pub fn release(&mut self, requirements: &Labels) {
-        if let Some(slots) = self.sets.get_mut(requirements) {
-            slots.waiting = slots.waiting.saturating_sub(1);
-            if slots.waiting == 0 {
-                self.sets.remove(requirements);
+        let Some(slots) = self.sets.get_mut(requirements) else {
+            return;
+        };
+        if slots.waiting == 0 {
+            return;
+        }
+        slots.waiting -= 1;
+        if slots.waiting > 0 {
+            return;
+        }
+        self.idle += 1;
+        if self.idle > IDLE_SETS_KEPT {
+            let oldest = self
+                .sets
+                .iter()
+                .filter(|(_, slots)| slots.waiting == 0)
+                .min_by_key(|(_, slots)| slots.wanted_at)
+                .map(|(requirements, _)| requirements.clone());
+            if let Some(oldest) = oldest {
+                self.sets.remove(&oldest);
+                self.idle -= 1;
             }
         }
+    }
+
+    /// Whether `requirements` are indexed (a `starting` session needs them, or they are idle and
+    /// kept).
+    pub fn holds(&self, requirements: &Labels) -> bool {
+        self.sets.contains_key(requirements)
+    }
+
+    /// Every indexed requirement set, with the number of `starting` sessions needing it.
+    pub fn sets(&self) -> impl Iterator<Item = (&Labels, u32)> {
+        self.sets
+            .iter()
+            .map(|(labels, slots)| (labels, slots.waiting))
     }
 
     /// The choice of [`super::choose`] for `requirements`, or `None` when they are not indexed.

@@ -13,7 +13,7 @@ use super::state::{State, Vm, VmStatus};
 use std::collections::BTreeMap;
 
 mod index;
-pub use index::PlacementIndex;
+pub use index::{PlacementIndex, IDLE_SETS_KEPT};
 
 /// Chooses as [`choose`] does, from the state's [`PlacementIndex`] when it holds `requirements`
 /// (every `starting` session's are), else by walking every VM.

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use orchestrator_events::{Event, Labels, Placement, PlacementPolicy, PlacementReason, VmId};
+use orchestrator_events::{
+    EndReason, Event, Labels, Placement, PlacementPolicy, PlacementReason, VmId,
+};
 
 use super::framework::*;
 use crate::domain::placement::choose;
@@ -253,4 +255,80 @@ fn the_event_records_the_policys_choice() {
                 PlacementReason::Requested,
             ),
         });
+}
+
+/// Sessions started and placed one at a time keep their requirement set indexed (no walk over every
+/// VM at each start); past `IDLE_SETS_KEPT` idle sets, the least recently wanted is dropped, and
+/// a set wanted again is indexed again with the same choices as a walk.
+#[test]
+fn idle_requirement_sets_stay_indexed_up_to_the_bound() {
+    use crate::domain::placement::IDLE_SETS_KEPT;
+    use crate::domain::DomainConfig;
+
+    let sets = IDLE_SETS_KEPT as usize + 4;
+    let zone = |i: usize| format!("z{i:02}");
+    let mut log = Log::new(DomainConfig::default());
+    let mut at = T0;
+    for i in 0..sets {
+        at += STEP_MS;
+        log.submit(
+            &format!("vm-{i}"),
+            at,
+            &register(&format!("vm-{i:02}"), 4, &[("zone", &zone(i))]),
+        )
+        .expect("registered");
+    }
+    for i in 0..sets {
+        let session = format!("s-{i:02}");
+        at += STEP_MS;
+        log.submit(
+            &format!("start-{i}"),
+            at,
+            &start(Some(&session), "u", &[("zone", &zone(i))]),
+        )
+        .expect("started");
+        at += STEP_MS;
+        log.submit(&format!("assign-{i}"), at, &assign_by(&session, None))
+            .expect("placed");
+        at += STEP_MS;
+        log.submit(&format!("end-{i}"), at, &end(&session, EndReason::User))
+            .expect("ended");
+    }
+    let held: Vec<usize> = (0..sets)
+        .filter(|&i| log.state.placement.holds(&labels(&[("zone", &zone(i))])))
+        .collect();
+    assert_eq!(
+        held,
+        (4..sets).collect::<Vec<_>>(),
+        "the 16 most recently wanted sets stay"
+    );
+    assert!(log.state.placement.sets().all(|(_, waiting)| waiting == 0));
+    assert_eq!(log.replay(), log.state, "a replay keeps the same sets");
+
+    // The first set, dropped, comes back with its next session and chooses as a walk does.
+    let first = labels(&[("zone", &zone(0))]);
+    at += STEP_MS;
+    log.submit(
+        "start-again",
+        at,
+        &start(Some("s-again"), "u", &[("zone", &zone(0))]),
+    )
+    .expect("started");
+    assert!(log.state.placement.holds(&first));
+    let walked =
+        choose(&log.state.vms, &first, PlacementPolicy::Packed).map(|(id, p)| (id.clone(), p));
+    let indexed = log
+        .state
+        .placement
+        .choose(&log.state.vms, &first, PlacementPolicy::Packed)
+        .expect("indexed");
+    assert_eq!(indexed, walked);
+    // Once that session ends, its set is the most recently wanted idle one, and the oldest goes.
+    at += STEP_MS;
+    log.submit("end-again", at, &end("s-again", EndReason::User))
+        .expect("ended");
+    let idle = log.state.placement.sets().filter(|(_, w)| *w == 0).count();
+    assert_eq!(idle, IDLE_SETS_KEPT as usize);
+    assert!(log.state.placement.holds(&first));
+    assert!(!log.state.placement.holds(&labels(&[("zone", &zone(4))])));
 }

@@ -220,27 +220,41 @@ fn run(config: DomainConfig, steps: Vec<Step>) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// The placement index chooses exactly as a walk over every VM does, for the requirements of every
-/// session waiting for a VM, under both policies (and it holds all of them).
+/// The placement index chooses exactly as a walk over every VM does, for every set it holds (idle
+/// ones included), under both policies; it holds the requirements of every session waiting for a VM,
+/// and no more idle sets than it keeps.
 fn placement_agrees(state: &State) -> Result<(), String> {
     for s in state.sessions.values() {
-        if s.status != crate::domain::SessionStatus::Starting {
-            continue;
+        if s.status == crate::domain::SessionStatus::Starting
+            && !state.placement.holds(&s.requirements)
+        {
+            return Err(format!("requirements {:?} not indexed", s.requirements));
+        }
+    }
+    let mut idle = 0;
+    for (requirements, waiting) in state.placement.sets() {
+        if waiting == 0 {
+            idle += 1;
         }
         for policy in [PlacementPolicy::Packed, PlacementPolicy::Spread] {
-            let walked = placement::choose(&state.vms, &s.requirements, policy)
-                .map(|(id, p)| (id.clone(), p));
+            let walked =
+                placement::choose(&state.vms, requirements, policy).map(|(id, p)| (id.clone(), p));
             let indexed = state
                 .placement
-                .choose(&state.vms, &s.requirements, policy)
-                .ok_or_else(|| format!("requirements {:?} not indexed", s.requirements))?;
+                .choose(&state.vms, requirements, policy)
+                .ok_or_else(|| format!("requirements {requirements:?} not indexed"))?;
             if walked != indexed {
                 return Err(format!(
-                    "placement index {indexed:?} != walk {walked:?} for {:?} by {policy:?}",
-                    s.requirements
+                    "placement index {indexed:?} != walk {walked:?} for {requirements:?} by {policy:?}"
                 ));
             }
         }
+    }
+    if idle > placement::IDLE_SETS_KEPT {
+        return Err(format!(
+            "{idle} idle requirement sets indexed, more than {}",
+            placement::IDLE_SETS_KEPT
+        ));
     }
     Ok(())
 }
