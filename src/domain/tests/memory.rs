@@ -47,7 +47,11 @@ fn ended_sessions_leave_the_decision_state() {
     // What a snapshot stores: the whole state, postcard-encoded.
     let total = postcard::to_stdvec(state).unwrap().len();
     let ids = postcard::to_stdvec(&state.idempotency).unwrap().len();
-    let per_ended = (total - ids) as f64 / CYCLES as f64;
+    // The placement index keeps the last few requirement sets whatever the number of sessions: a
+    // bounded constant, not a cost per ended session.
+    assert!(state.placement.sets().count() <= crate::domain::placement::IDLE_SETS_KEPT as usize);
+    let index = postcard::to_stdvec(&state.placement).unwrap().len();
+    let per_ended = (total - ids - index) as f64 / CYCLES as f64;
     let per_id = ids as f64 / (2 * CYCLES) as f64;
     println!(
         "snapshot bytes: {per_ended:.1} per ended session, {per_id:.1} per remembered command id"
