@@ -44,6 +44,33 @@ async fn lagging_projections_answer_202_with_the_event() {
     assert_eq!((r.status, r.json), (StatusCode::OK, json!({"ready": true})));
 }
 
+/// A rebuild of the projections shows in the details of readiness, and readiness itself stays:
+/// commands are still taken (answered 202), only reads wait for the rebuild.
+#[tokio::test]
+async fn readiness_tells_an_operator_of_a_rebuild() {
+    let h = Harness::start_without_projector().await;
+    let r = h.call("GET", "/readyz", Some(OPS), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json["projections_rebuilding"], false, "{}", r.text);
+
+    h.store.replace_damaged("a test").unwrap();
+    let r = h.call("GET", "/readyz", Some(OPS), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json["projections_rebuilding"], true, "{}", r.text);
+    let r = h.call("GET", "/readyz", None, None).await;
+    assert_eq!((r.status, r.json), (StatusCode::OK, json!({"ready": true})));
+    let read = h.call("GET", "/v1/vms", Some(OPS), None).await;
+    assert_eq!(read.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(read.code(), "projections_rebuilding");
+
+    // The rebuild reached the log's end (nothing was appended): reads are served again.
+    h.store.rebuilding_to(0);
+    let r = h.call("GET", "/readyz", Some(OPS), None).await;
+    assert_eq!(r.json["projections_rebuilding"], false, "{}", r.text);
+    let read = h.call("GET", "/v1/vms", Some(OPS), None).await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.text);
+}
+
 #[tokio::test]
 async fn no_writer_is_503_with_retry_after() {
     let h = Harness::start_with(

@@ -72,6 +72,7 @@ pub async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> Respon
             stream_last_seq: last,
             projection_checkpoint: checkpoint,
             projection_lag: last.map(|l| l.saturating_sub(checkpoint)),
+            projections_rebuilding: s.store.is_rebuilding(),
         }),
     };
     let status = if body.ready {

@@ -313,6 +313,10 @@ pub struct ReadinessDetails {
     pub projection_checkpoint: u64,
     /// Events not yet projected, when the stream could be read.
     pub projection_lag: Option<u64>,
+    /// The projections are being rebuilt from the log (after damage, or a store of another log):
+    /// reads answer 503 `projections_rebuilding` until the rebuild reaches the log's end; commands
+    /// are taken and answered 202 without the state.
+    pub projections_rebuilding: bool,
 }
 
 #[cfg(test)]

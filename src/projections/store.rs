@@ -366,6 +366,11 @@ impl Projections {
         self.inner.health.target_unknown()
     }
 
+    /// Whether a rebuild runs and reads are refused until it reaches its target.
+    pub fn is_rebuilding(&self) -> bool {
+        self.inner.health.rebuilding().is_some()
+    }
+
     /// The end of the log a rebuild after damage must reach before reads are served again.
     pub fn rebuilding_to(&self, last: u64) {
         self.inner.health.rebuilding_to(last, self.checkpoint());

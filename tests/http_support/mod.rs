@@ -94,6 +94,18 @@ impl Harness {
         .await
     }
 
+    /// Writer and bridge with [`args`], and no projector: the store moves only when a test moves it.
+    pub async fn start_without_projector() -> Harness {
+        Harness::start_with(
+            args(),
+            Roles {
+                writer: true,
+                projector: false,
+            },
+        )
+        .await
+    }
+
     /// The bridge configured by `args`, with the roles asked for.
     pub async fn start_with(args: BridgeArgs, roles: Roles) -> Harness {
         let server = TestServer::start_default().await;
