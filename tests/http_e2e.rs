@@ -52,9 +52,14 @@ impl Client {
     }
 }
 
-#[tokio::test]
-async fn the_main_flow_over_tcp() {
-    // The cell (writer + projector) from the harness; the bridge from run_bridge on a real port.
+/// The cell (writer + projector) from the harness, and a bridge from `run_bridge` on a free port:
+/// the bridge's address, its shutdown and its task.
+async fn cell_and_bridge() -> (
+    Harness,
+    String,
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<Result<(), orchestrator::http::HttpError>>,
+) {
     let h = Harness::start_with(
         args(),
         Roles {
@@ -76,9 +81,44 @@ async fn the_main_flow_over_tcp() {
         stop.clone(),
         Metrics::new(),
     ));
+    (h, format!("http://127.0.0.1:{port}"), stop, bridge)
+}
+
+/// The sequences of the next `n` events of an open event feed.
+async fn feed_ids(feed: &mut reqwest::Response, n: usize) -> Vec<u64> {
+    let mut buf = String::new();
+    let mut got = Vec::new();
+    while got.len() < n {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), feed.chunk())
+            .await
+            .expect("events arrive")
+            .unwrap()
+            .expect("the feed stays open");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        got.extend(http_support::parse_sse(&mut buf));
+    }
+    got.into_iter().map(|(id, _)| id).collect()
+}
+
+/// Shutdown ends the open feeds and the server, without an error.
+async fn stops_gracefully(
+    stop: tokio_util::sync::CancellationToken,
+    bridge: tokio::task::JoinHandle<Result<(), orchestrator::http::HttpError>>,
+) {
+    stop.cancel();
+    let done = tokio::time::timeout(Duration::from_secs(10), bridge).await;
+    assert!(
+        matches!(done, Ok(Ok(Ok(())))),
+        "the bridge stops gracefully: {done:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_main_flow_over_tcp() {
+    let (_h, base, stop, bridge) = cell_and_bridge().await;
     let c = Client {
         http: reqwest::Client::new(),
-        base: format!("http://127.0.0.1:{port}"),
+        base,
     };
     let mut up = false;
     for _ in 0..200 {
@@ -147,21 +187,7 @@ async fn the_main_flow_over_tcp() {
         .await
         .unwrap();
     assert_eq!(feed.status(), StatusCode::OK);
-    let mut buf = String::new();
-    let mut got = Vec::new();
-    while got.len() < 5 {
-        let chunk = tokio::time::timeout(Duration::from_secs(5), feed.chunk())
-            .await
-            .expect("events arrive")
-            .unwrap()
-            .expect("the feed stays open");
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        got.extend(http_support::parse_sse(&mut buf));
-    }
-    assert_eq!(
-        got.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
-        [2, 3, 4, 5, 6]
-    );
+    assert_eq!(feed_ids(&mut feed, 5).await, [2, 3, 4, 5, 6]);
 
     // Metrics count what this bridge sent.
     let metrics = c
@@ -201,12 +227,84 @@ async fn the_main_flow_over_tcp() {
     assert_eq!(doc, orchestrator::http::openapi::document());
 
     // Shutdown ends the open feed and the server.
-    stop.cancel();
-    let done = tokio::time::timeout(Duration::from_secs(10), bridge).await;
-    assert!(
-        matches!(done, Ok(Ok(Ok(())))),
-        "the bridge stops gracefully: {done:?}"
+    stops_gracefully(stop, bridge).await;
+    drop(feed);
+}
+
+/// A gateway may speak HTTP/2 to the bridge (cleartext, prior knowledge) on the same port: the same
+/// answers, many requests at once on one connection, the event feed as a stream of its own.
+#[tokio::test]
+async fn http2_with_prior_knowledge_on_the_same_port() {
+    let (_h, base, stop, bridge) = cell_and_bridge().await;
+    let c = Client {
+        http: reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .build()
+            .unwrap(),
+        base,
+    };
+    let mut health = None;
+    for _ in 0..200 {
+        if let Ok(r) = c.http.get(format!("{}/healthz", c.base)).send().await {
+            health = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let health = health.expect("the bridge listens");
+    assert_eq!(health.version(), reqwest::Version::HTTP_2);
+    assert_eq!(health.status(), StatusCode::OK);
+    use reqwest::Method as M;
+
+    let (s, vm) = c
+        .call(
+            M::POST,
+            "/v1/vms",
+            OPS,
+            Some(json!({"vm_id": "vm-1", "capacity": 8})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{vm}");
+    let mut feed = c
+        .http
+        .get(format!("{}/v1/events?from=1", c.base))
+        .bearer_auth(OPS)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(feed.status(), StatusCode::OK);
+    assert_eq!(feed.version(), reqwest::Version::HTTP_2);
+
+    // Eight starts at once, multiplexed on the client's one connection.
+    let starts = (0..8).map(|_| {
+        c.call(
+            M::POST,
+            "/v1/sessions",
+            ALICE,
+            Some(json!({"game_id": "chess", "assign": {}})),
+        )
+    });
+    let mut ids = Vec::new();
+    for (s, body) in futures::future::join_all(starts).await {
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+        assert_eq!(body["session"]["status"], "active");
+        ids.push(body["session"]["session_id"].as_str().unwrap().to_owned());
+    }
+    let (s, cap) = c.call(M::GET, "/v1/capacity", OPS, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(cap["used"], 8, "{cap}");
+    let (s, refused) = c
+        .call(M::POST, "/v1/sessions/no-such-session/pause", ALICE, None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{refused}");
+
+    // The feed saw the VM and, for each start, its start and its assignment.
+    assert_eq!(
+        feed_ids(&mut feed, 17).await,
+        (1..=17).collect::<Vec<u64>>()
     );
+
+    stops_gracefully(stop, bridge).await;
     drop(feed);
 }
 

@@ -41,25 +41,107 @@ pub struct HttpFigures {
     pub writes: Vec<LevelFigures>,
     /// `GET /v1/sessions/{id}` of sessions the writes created.
     pub reads: Vec<LevelFigures>,
+    /// The busiest level again over a few shared HTTP/2 connections.
+    pub http2: Http2Figures,
 }
 
-/// One keep-alive HTTP/1.1 connection to the bridge.
-struct Connection {
-    sender: SendRequest<Full<Bytes>>,
+/// The most clients of the run sharing [`HTTP2_CONNECTIONS`] HTTP/2 connections (cleartext, prior
+/// knowledge), as the clients behind a gateway that speaks HTTP/2 to the bridge do.
+#[derive(Debug, Clone, Serialize)]
+pub struct Http2Figures {
+    /// The HTTP/2 connections the clients share.
+    pub connections: usize,
+    /// The lifecycle commands.
+    pub writes: LevelFigures,
+    /// `GET /v1/sessions/{id}`.
+    pub reads: LevelFigures,
+}
+
+/// The HTTP/2 connections the busiest level's clients share.
+pub const HTTP2_CONNECTIONS: usize = 4;
+
+fn connecting(e: String) -> BenchError {
+    BenchError::Setup(format!("connecting to the bridge: {e}"))
+}
+
+async fn run_writes(
+    pool: &Pool,
+    plan: &Plan,
+    clients: usize,
+    tag: &str,
+    created: &Arc<Mutex<Vec<String>>>,
+) -> Result<LevelFigures, BenchError> {
+    let (pool, created, tag) = (pool.clone(), created.clone(), Arc::<str>::from(tag));
+    super::orchestrator::run_clients(clients, plan, move |k, deadline, budget| {
+        writer_client(
+            pool.clone(),
+            tag.clone(),
+            k,
+            deadline,
+            budget,
+            created.clone(),
+        )
+    })
+    .await
+}
+
+async fn run_reads(
+    pool: &Pool,
+    plan: &Plan,
+    clients: usize,
+    sessions: &Arc<Vec<String>>,
+) -> Result<LevelFigures, BenchError> {
+    let (pool, sessions) = (pool.clone(), sessions.clone());
+    super::orchestrator::run_clients(clients, plan, move |k, deadline, budget| {
+        reader_client(pool.clone(), k, deadline, budget, sessions.clone())
+    })
+    .await
+}
+
+/// A client's way to the bridge: a keep-alive HTTP/1.1 connection of its own, or a stream on an
+/// HTTP/2 connection it shares with other clients (what a gateway in front of the bridge does).
+enum Connection {
+    Http1(SendRequest<Full<Bytes>>),
+    Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+async fn connect(addr: std::net::SocketAddr) -> Result<TokioIo<TcpStream>, String> {
+    let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    Ok(TokioIo::new(stream))
 }
 
 impl Connection {
     async fn open(addr: std::net::SocketAddr) -> Result<Self, String> {
-        let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let (sender, connection) = hyper::client::conn::http1::handshake(connect(addr).await?)
             .await
             .map_err(|e| e.to_string())?;
         tokio::spawn(async move {
             // The connection ends with the phase; an error then changes nothing measured.
             let _ = connection.await;
         });
-        Ok(Self { sender })
+        Ok(Self::Http1(sender))
+    }
+
+    /// An HTTP/2 connection (prior knowledge, no TLS), whose sender every client of it clones.
+    async fn open_http2(addr: std::net::SocketAddr) -> Result<Self, String> {
+        let (sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            connect(addr).await?,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Self::Http2(sender))
+    }
+
+    fn share(&self) -> Option<Self> {
+        match self {
+            Self::Http1(_) => None,
+            Self::Http2(s) => Some(Self::Http2(s.clone())),
+        }
     }
 
     /// Sends one request and reads the whole answer; its status.
@@ -69,7 +151,6 @@ impl Connection {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<StatusCode, String> {
-        self.sender.ready().await.map_err(|e| e.to_string())?;
         let mut request = Request::builder()
             .method(method)
             .uri(path)
@@ -85,11 +166,17 @@ impl Connection {
             None => Bytes::new(),
         };
         let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
-        let response = self
-            .sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
+        let response = match self {
+            Self::Http1(sender) => {
+                sender.ready().await.map_err(|e| e.to_string())?;
+                sender.send_request(request).await
+            }
+            Self::Http2(sender) => {
+                sender.ready().await.map_err(|e| e.to_string())?;
+                sender.send_request(request).await
+            }
+        }
+        .map_err(|e| e.to_string())?;
         let status = response.status();
         response
             .into_body()
@@ -129,7 +216,7 @@ fn give_back(pool: &Pool, conn: Connection) {
 
 async fn writer_client(
     pool: Pool,
-    level: usize,
+    tag: Arc<str>,
     k: usize,
     deadline: Instant,
     budget: Arc<AtomicI64>,
@@ -140,9 +227,9 @@ async fn writer_client(
         out.errors += 1;
         return out;
     };
-    let user = format!("user-h{level}-c{k}");
+    let user = format!("user-{tag}-c{k}");
     'sessions: for n in 0.. {
-        let session = format!("s-h{level}-c{k}-{n}");
+        let session = format!("s-{tag}-c{k}-{n}");
         let base = format!("/v1/sessions/{session}");
         let steps = [
             (
@@ -248,25 +335,14 @@ pub async fn measure(
         let most = plan.clients.iter().copied().max().unwrap_or(1);
         let mut conns = Vec::with_capacity(most);
         for _ in 0..most {
-            conns.push(
-                Connection::open(addr)
-                    .await
-                    .map_err(|e| BenchError::Setup(format!("connecting to the bridge: {e}")))?,
-            );
+            conns.push(Connection::open(addr).await.map_err(connecting)?);
         }
         let pool: Pool = Arc::new(Mutex::new(conns));
         let created = Arc::new(Mutex::new(Vec::new()));
         let mut writes = Vec::with_capacity(plan.clients.len());
         for &clients in &plan.clients {
             tracing::info!(clients, "HTTP: writes");
-            let created = created.clone();
-            let pool = pool.clone();
-            writes.push(
-                super::orchestrator::run_clients(clients, plan, move |k, deadline, budget| {
-                    writer_client(pool.clone(), clients, k, deadline, budget, created.clone())
-                })
-                .await?,
-            );
+            writes.push(run_writes(&pool, plan, clients, &format!("h{clients}"), &created).await?);
         }
         let sessions =
             Arc::new(std::mem::take(&mut *created.lock().map_err(|_| {
@@ -275,16 +351,39 @@ pub async fn measure(
         let mut reads = Vec::with_capacity(plan.clients.len());
         for &clients in &plan.clients {
             tracing::info!(clients, "HTTP: reads");
-            let sessions = sessions.clone();
-            let pool = pool.clone();
-            reads.push(
-                super::orchestrator::run_clients(clients, plan, move |k, deadline, budget| {
-                    reader_client(pool.clone(), k, deadline, budget, sessions.clone())
-                })
-                .await?,
-            );
+            reads.push(run_reads(&pool, plan, clients, &sessions).await?);
         }
-        Ok::<_, BenchError>(HttpFigures { writes, reads })
+        // The busiest level again, its clients sharing a few HTTP/2 connections.
+        let connections = HTTP2_CONNECTIONS.min(most);
+        let mut shared = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            shared.push(Connection::open_http2(addr).await.map_err(connecting)?);
+        }
+        let streams: Vec<Connection> = (0..most)
+            .filter_map(|k| shared[k % connections].share())
+            .collect();
+        let pool: Pool = Arc::new(Mutex::new(streams));
+        tracing::info!(clients = most, connections, "HTTP/2: writes");
+        let h2_writes = run_writes(
+            &pool,
+            plan,
+            most,
+            &format!("h2x{most}"),
+            &Arc::new(Mutex::new(Vec::new())),
+        )
+        .await?;
+        tracing::info!(clients = most, connections, "HTTP/2: reads");
+        let h2_reads = run_reads(&pool, plan, most, &sessions).await?;
+        let http2 = Http2Figures {
+            connections,
+            writes: h2_writes,
+            reads: h2_reads,
+        };
+        Ok::<_, BenchError>(HttpFigures {
+            writes,
+            reads,
+            http2,
+        })
     }
     .await;
     shutdown.cancel();

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::heartbeats::HeartbeatFigures;
-use super::http::HttpFigures;
+use super::http::{Http2Figures, HttpFigures};
 use super::memory::MemoryFigures;
 use super::orchestrator::{LevelFigures, OrchestratorFigures};
 use super::raw::RawFigures;
@@ -131,6 +131,15 @@ fn busiest(figures: &ModeFigures) -> Option<&LevelFigures> {
     figures.orchestrator.levels.iter().max_by_key(|l| l.clients)
 }
 
+/// The HTTP/2 pass's share of the NATS commands, shown beside the HTTP/1.1 target.
+fn http2_aside(h2: &Http2Figures, nats: &LevelFigures) -> String {
+    format!(
+        "; HTTP/2 over {} connections: {:.0}%",
+        h2.connections,
+        ratio(h2.writes.per_second, nats.per_second) * 100.0
+    )
+}
+
 fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 {
         a / b
@@ -225,10 +234,11 @@ pub fn evaluate(
                     h.clients
                 ),
                 measured: format!(
-                    "{:.0}% ({}/s of {}/s)",
+                    "{:.0}% ({}/s of {}/s){}",
                     r * 100.0,
                     thousands(h.per_second),
-                    thousands(n.per_second)
+                    thousands(n.per_second),
+                    http2_aside(&f.http.http2, n)
                 ),
                 pass: r >= 0.6,
             });
@@ -679,6 +689,51 @@ impl BenchReport {
                     ],
                 );
             }
+            let h2 = &f.http.http2;
+            let over_nats = level(f, h2.writes.clients);
+            let shared = format!(
+                "{} over {} connections",
+                clients(h2.writes.clients),
+                h2.connections
+            );
+            row(
+                &mut t,
+                [
+                    mode,
+                    &format!("HTTP/2 writes/s, {shared}"),
+                    &format!(
+                        "{}{}",
+                        rate(h2.writes.per_second, "req/s"),
+                        faults(&h2.writes)
+                    ),
+                    &over_nats.map_or("-".into(), |n| {
+                        format!("{} over NATS", rate(n.per_second, "cmd/s"))
+                    }),
+                    &over_nats.map_or("-".into(), |n| {
+                        format!("{:.3}", ratio(h2.writes.per_second, n.per_second))
+                    }),
+                ],
+            );
+            let h1_reads = f.http.reads.iter().find(|l| l.clients == h2.reads.clients);
+            row(
+                &mut t,
+                [
+                    mode,
+                    &format!("HTTP/2 reads/s and p50/p99/p999, {shared}"),
+                    &format!(
+                        "{}, {}{}",
+                        rate(h2.reads.per_second, "req/s"),
+                        h2.reads.latency.show(),
+                        faults(&h2.reads)
+                    ),
+                    &h1_reads.map_or("-".into(), |l| {
+                        format!("{} over HTTP/1.1", rate(l.per_second, "req/s"))
+                    }),
+                    &h1_reads.map_or("-".into(), |l| {
+                        format!("{:.2}x", ratio(h2.reads.per_second, l.per_second))
+                    }),
+                ],
+            );
             let rb = &f.rebuild;
             row(
                 &mut t,
