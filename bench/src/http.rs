@@ -1,6 +1,7 @@
 //! The HTTP bridge phase: the lifecycle mix and session reads through the bridge ([`serve`] on a
 //! loopback listener, a projector following the log for its read-your-writes), against the same
-//! in-process writer as the NATS phase, each HTTP client on its own keep-alive connection.
+//! in-process writer as the NATS phase, each HTTP client on its own keep-alive HTTP/1.1 connection;
+//! then the busiest level once more, its clients sharing [`HTTP2_CONNECTIONS`] HTTP/2 connections.
 //!
 //! A write through the bridge is a command over NATS plus HTTP plus the wait until the bridge's
 //! projections show it (read-your-writes), so it is compared with the same command over NATS.
