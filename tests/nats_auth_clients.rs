@@ -1,11 +1,12 @@
 //! NATS secured, from the clients' side: an unauthenticated client, a wrong password and a client
 //! that does not trust the certificate are refused; `nats-user add` gives a new consumer access
-//! without a restart.
+//! and `nats-user remove` takes it away (its open connection included), without a restart.
 
 mod common;
 mod nats_auth_support;
 
 use nats_auth_support::*;
+use orchestrator::cli::nats_user::{AddArgs, FileArgs, NatsUserCommand, RemoveArgs};
 
 #[tokio::test]
 async fn unauthenticated_clients_and_wrong_passwords_are_refused() {
@@ -53,8 +54,8 @@ async fn tls_refuses_a_client_that_does_not_trust_the_certificate() {
         .expect("a TLS connection with the CA works");
 }
 
-#[tokio::test]
-async fn nats_user_add_gives_a_new_consumer_access_without_a_restart() {
+/// A secured embedded server on a fresh data dir's `nats/`, as `serve --nats-auth` runs one.
+async fn secured_data_dir() -> (tempfile::TempDir, PathBuf, NatsServer) {
     let data = tempfile::tempdir().expect("a temp dir");
     let nats_dir = data.path().join("nats");
     let auth = credentials::load_or_generate(&nats_dir.join(CREDENTIALS_FILE), &cell())
@@ -64,6 +65,69 @@ async fn nats_user_add_gives_a_new_consumer_access_without_a_restart() {
         ..NatsServerConfig::new(common::server_bin(), &nats_dir)
     };
     let server = NatsServer::start(config).await.expect("a secured server");
+    (data, nats_dir, server)
+}
+
+fn nats_user(command: NatsUserCommand) -> Result<(), orchestrator::cli::CliError> {
+    orchestrator::cli::nats_user::run(command)
+}
+
+fn users_of(data_dir: &Path) -> FileArgs {
+    FileArgs {
+        data_dir: data_dir.to_path_buf(),
+    }
+}
+
+/// `nats-user add --role reader <name>`, then waits until the server lets the user in; the user.
+async fn add_reader(server: &NatsServer, data_dir: &Path, name: &str) -> ClientAuth {
+    nats_user(NatsUserCommand::Add(AddArgs {
+        name: name.into(),
+        role: NatsRole::Reader,
+        file: users_of(data_dir),
+    }))
+    .expect("nats-user add");
+    let user = as_in_file(&data_dir.join("nats"), name);
+    until_admitted(server, &user, true).await;
+    user
+}
+
+/// The user `name` as the credentials file under `nats_dir` has it.
+fn as_in_file(nats_dir: &Path, name: &str) -> ClientAuth {
+    let users = credentials::load(&nats_dir.join(CREDENTIALS_FILE)).expect("the file");
+    let user = users
+        .users
+        .iter()
+        .find(|u| u.name == name)
+        .expect("written")
+        .clone();
+    ClientAuth::user(user.name, user.password)
+}
+
+/// Tries to connect as `auth` until the server's answer is `admitted` (it reloads its users on
+/// SIGHUP, a moment after the signal).
+async fn until_admitted(server: &NatsServer, auth: &ClientAuth, admitted: bool) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let connected = auth
+            .apply(ConnectOptions::new())
+            .connection_timeout(Duration::from_secs(2))
+            .connect(server.url())
+            .await;
+        if connected.is_ok() == admitted {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {} after {WAIT:?}",
+            if admitted { "refused" } else { "let in" }
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn nats_user_add_gives_a_new_consumer_access_without_a_restart() {
+    let (data, nats_dir, server) = secured_data_dir().await;
 
     let added = orchestrator::nats_server::credentials::add_user(
         &nats_dir.join(CREDENTIALS_FILE),
@@ -79,36 +143,7 @@ async fn nats_user_add_gives_a_new_consumer_access_without_a_restart() {
         .await;
     assert!(unknown.is_err(), "unknown to the server until it reloads");
 
-    let cli =
-        orchestrator::cli::nats_user::NatsUserCommand::Add(orchestrator::cli::nats_user::AddArgs {
-            name: "analytics".into(),
-            role: NatsRole::Reader,
-            file: orchestrator::cli::nats_user::FileArgs {
-                data_dir: data.path().to_path_buf(),
-            },
-        });
-    orchestrator::cli::nats_user::run(cli).expect("nats-user add");
-    let users = credentials::load(&nats_dir.join(CREDENTIALS_FILE)).expect("the file");
-    let analytics = users
-        .users
-        .iter()
-        .find(|u| u.name == "analytics")
-        .expect("written")
-        .clone();
-    let analytics = ClientAuth::user(analytics.name, analytics.password);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let connected = analytics
-            .apply(ConnectOptions::new())
-            .connection_timeout(Duration::from_secs(2))
-            .connect(server.url())
-            .await;
-        match connected {
-            Ok(_) => break,
-            Err(e) => assert!(Instant::now() < deadline, "never let in: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let analytics = add_reader(&server, data.path(), "analytics").await;
     // The user added to the file before is in too: the reload reads the whole file.
     let _ = connect(&server, &as_added).await;
 
@@ -120,4 +155,39 @@ async fn nats_user_add_gives_a_new_consumer_access_without_a_restart() {
         .await
         .expect("sent");
     refused(&mut errors, "publish", &subject).await;
+}
+
+#[tokio::test]
+async fn nats_user_remove_cuts_the_user_off_without_a_restart() {
+    let (data, nats_dir, server) = secured_data_dir().await;
+    let remove = |name: &str| {
+        nats_user(NatsUserCommand::Remove(RemoveArgs {
+            name: name.into(),
+            file: users_of(data.path()),
+        }))
+    };
+    let analytics = add_reader(&server, data.path(), "analytics").await;
+    let (connected, _errors) = connect(&server, &analytics).await;
+
+    remove("analytics").expect("nats-user remove");
+    // The server closes the connection it has, and refuses new ones.
+    let deadline = Instant::now() + WAIT;
+    while connected.connection_state() == async_nats::connection::State::Connected {
+        assert!(Instant::now() < deadline, "still connected after {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    until_admitted(&server, &analytics, false).await;
+    // Everyone else stays in.
+    let (reader, _) = connect_as(&server, NatsRole::Reader).await;
+    reader
+        .flush()
+        .await
+        .expect("the orchestrator's reader is still in");
+
+    let gone = remove("analytics").expect_err("removed already");
+    assert!(gone.to_string().contains("no user"), "{gone}");
+    let own = remove("reader").expect_err("the orchestrator's own reader");
+    assert!(own.to_string().contains("cannot be removed"), "{own}");
+    let users = credentials::load(&nats_dir.join(CREDENTIALS_FILE)).expect("the file");
+    assert!(users.user(NatsRole::Reader).is_some(), "kept");
 }

@@ -133,7 +133,7 @@ pub enum CliCommand {
     Bench(bench::BenchArgs),
     /// Print a shell completion script: `source <(orchestrator completions bash)`.
     Completions(completions::CompletionsArgs),
-    /// The users of a secured NATS (`serve --nats-auth`): add one (an analytics consumer...), list them.
+    /// The users of a secured NATS (`serve --nats-auth`): add one (an analytics consumer...), remove one, list them.
     #[command(subcommand)]
     NatsUser(nats_user::NatsUserCommand),
 }

@@ -1,7 +1,7 @@
-//! `orchestrator nats-user add|list`: the users of a secured NATS server (`serve --nats-auth`),
-//! kept in `<data-dir>/nats/credentials.toml`. `add` writes the new user into the file and into the
-//! server's `auth.conf`, then makes a running embedded server reload it (SIGHUP), so an analytics
-//! consumer gets access without a restart.
+//! `orchestrator nats-user add|remove|list`: the users of a secured NATS server (`serve
+//! --nats-auth`), kept in `<data-dir>/nats/credentials.toml`. `add` and `remove` change the file
+//! and the server's `auth.conf`, then make a running embedded server reload it (SIGHUP), so an
+//! analytics consumer gets access, or loses it, without a restart.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -20,6 +20,9 @@ use crate::nats_server::{NatsRole, CONFIG_FILE, PID_FILE};
 pub enum NatsUserCommand {
     /// Add a user with a new password, and reload the running embedded server's users.
     Add(AddArgs),
+    /// Remove a user, and reload the running embedded server's users: the server closes the
+    /// user's connections and refuses it from then on.
+    Remove(RemoveArgs),
     /// List the users and their roles (no passwords).
     List(FileArgs),
 }
@@ -52,30 +55,52 @@ pub struct AddArgs {
     pub file: FileArgs,
 }
 
+/// `nats-user remove`.
+#[derive(Debug, Clone, Args)]
+pub struct RemoveArgs {
+    /// The user's name. The first user of each role, which the orchestrator's own processes
+    /// connect as, cannot be removed.
+    pub name: String,
+    /// Where the users are.
+    #[command(flatten)]
+    pub file: FileArgs,
+}
+
 /// Runs `nats-user`.
 pub fn run(command: NatsUserCommand) -> Result<(), CliError> {
     match command {
         NatsUserCommand::Add(args) => add(&args),
+        NatsUserCommand::Remove(args) => remove(&args),
         NatsUserCommand::List(args) => list(&args),
     }
 }
 
-fn add(args: &AddArgs) -> Result<(), CliError> {
-    let dir = args.file.nats_dir();
-    let path = dir.join(CREDENTIALS_FILE);
+/// The credentials file of `file`, which `serve --nats-auth` must have written.
+fn credentials_file(file: &FileArgs) -> Result<PathBuf, CliError> {
+    let path = file.nats_dir().join(CREDENTIALS_FILE);
     if !path.is_file() {
         return Err(CliError::Invalid(format!(
             "no {}: start `orchestrator serve --nats-auth --data-dir {}` once first",
             path.display(),
-            args.file.data_dir.display()
+            file.data_dir.display()
         )));
     }
-    let failed = |e: credentials::CredentialsError| CliError::Failed(e.to_string());
-    let user = credentials::add_user(&path, &args.name, args.role).map_err(|e| match e {
+    Ok(path)
+}
+
+fn changing(e: credentials::CredentialsError) -> CliError {
+    match e {
         credentials::CredentialsError::User(e) => CliError::Invalid(e.to_string()),
-        other => failed(other),
-    })?;
-    let users = credentials::load(&path).map_err(failed)?;
+        other => CliError::Failed(other.to_string()),
+    }
+}
+
+/// Renders the users of `file` into every embedded server's `auth.conf` and makes the running
+/// ones reload it; says which did.
+fn apply_users(file: &FileArgs, what: &str) -> Result<(), CliError> {
+    let dir = file.nats_dir();
+    let failed = |e: credentials::CredentialsError| CliError::Failed(e.to_string());
+    let users = credentials::load(&dir.join(CREDENTIALS_FILE)).map_err(failed)?;
     let rendered = users
         .render()
         .map_err(|e| CliError::Failed(e.to_string()))?;
@@ -84,16 +109,29 @@ fn add(args: &AddArgs) -> Result<(), CliError> {
         credentials::write_private(&server_dir.join(AUTH_FILE), &rendered).map_err(failed)?;
         reloaded.extend(reload(&server_dir.join(PID_FILE)));
     }
-    outln!("user:     {}", user.name);
-    outln!("role:     {}", user.role);
-    outln!("password: {}", user.password);
     if reloaded.is_empty() {
-        outln!("no embedded nats-server runs: the user exists from its next start");
+        outln!("no embedded nats-server runs: {what} from its next start");
     }
     for pid in reloaded {
         outln!("the embedded nats-server (pid {pid}) reloaded its users");
     }
     Ok(())
+}
+
+fn add(args: &AddArgs) -> Result<(), CliError> {
+    let path = credentials_file(&args.file)?;
+    let user = credentials::add_user(&path, &args.name, args.role).map_err(changing)?;
+    outln!("user:     {}", user.name);
+    outln!("role:     {}", user.role);
+    outln!("password: {}", user.password);
+    apply_users(&args.file, "the user exists")
+}
+
+fn remove(args: &RemoveArgs) -> Result<(), CliError> {
+    let path = credentials_file(&args.file)?;
+    let user = credentials::remove_user(&path, &args.name).map_err(changing)?;
+    outln!("removed:  {} ({})", user.name, user.role);
+    apply_users(&args.file, "the user is refused")
 }
 
 /// The directories of the embedded servers under `dir`: `dir` itself for a lone server, each

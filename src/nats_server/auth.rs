@@ -194,6 +194,18 @@ pub enum AuthError {
     /// There is no user at all: a server with an empty user list would refuse everyone.
     #[error("no users")]
     NoUsers,
+    /// No user has this name: `orchestrator nats-user list` shows them.
+    #[error("no user {0:?}")]
+    Unknown(String),
+    /// The user is the one the orchestrator's own processes of its role connect as (the first of
+    /// the role in the file); removing it would lock them out.
+    #[error("user {name:?} is the one the orchestrator's {role} processes connect as: it cannot be removed")]
+    InUse {
+        /// The user.
+        name: String,
+        /// Its role.
+        role: NatsRole,
+    },
 }
 
 /// Whether `name` is a valid user name.

@@ -47,7 +47,8 @@ pub enum CredentialsError {
         /// The cell asked for.
         wanted: CellId,
     },
-    /// A user cannot be added: its name is taken or invalid.
+    /// A user cannot be added (its name is taken or invalid) or removed (unknown, or one the
+    /// orchestrator's own processes use).
     #[error(transparent)]
     User(#[from] AuthError),
 }
@@ -191,6 +192,26 @@ pub fn add_user(path: &Path, name: &str, role: NatsRole) -> Result<NatsUser, Cre
     Ok(user)
 }
 
+/// Removes the user named `name` from the file at `path`; returns it. The users the orchestrator's
+/// own processes connect as ([`NatsAuth::user`] of each role) are refused.
+pub fn remove_user(path: &Path, name: &str) -> Result<NatsUser, CredentialsError> {
+    let mut auth = load(path)?;
+    let Some(at) = auth.users.iter().position(|u| u.name == name) else {
+        return Err(AuthError::Unknown(name.to_owned()).into());
+    };
+    let role = auth.users[at].role;
+    if auth.user(role).is_some_and(|u| u.name == name) {
+        return Err(AuthError::InUse {
+            name: name.to_owned(),
+            role,
+        }
+        .into());
+    }
+    let user = auth.users.remove(at);
+    save(path, &auth)?;
+    Ok(user)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +255,36 @@ mod tests {
         assert!(matches!(
             add_user(&path, "bad name", NatsRole::Reader),
             Err(CredentialsError::User(AuthError::BadName(_)))
+        ));
+    }
+
+    #[test]
+    fn removes_an_added_user_but_never_one_the_orchestrator_connects_as() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join(CREDENTIALS_FILE);
+        let before = load_or_generate(&path, &CellId::default_cell()).expect("generated");
+        let added = add_user(&path, "analytics", NatsRole::Reader).expect("added");
+        assert!(matches!(
+            remove_user(&path, "reader"),
+            Err(CredentialsError::User(AuthError::InUse {
+                role: NatsRole::Reader,
+                ..
+            }))
+        ));
+        assert!(matches!(
+            remove_user(&path, "nobody"),
+            Err(CredentialsError::User(AuthError::Unknown(_)))
+        ));
+        assert_eq!(remove_user(&path, "analytics").expect("removed"), added);
+        let after = load(&path).expect("read");
+        assert_eq!(after, before, "back to the generated users");
+        assert_eq!(
+            fs::metadata(&path).expect("written").permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(matches!(
+            remove_user(&path, "analytics"),
+            Err(CredentialsError::User(AuthError::Unknown(_)))
         ));
     }
 }
