@@ -73,12 +73,14 @@ impl Bridge {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             orch.assert_running();
-            // A command answered means the writer holds the lease too.
+            // A command answered means the writer holds the lease too. The bridge answers a moment
+            // before `serve` prints its banner (the projections' line, read below), so that too.
             let (status, _) = self.call("GET", "/v1/vms", None).await;
             let (ping, _) = self
                 .call("POST", "/v1/vms/none/drain", Some(json!({})))
                 .await;
-            if status == 200 && ping == 404 {
+            let banner = orch.output().lines().any(|l| l.starts_with("ready ("));
+            if status == 200 && ping == 404 && banner {
                 return;
             }
             assert!(Instant::now() < deadline, "never ready:\n{}", orch.output());
