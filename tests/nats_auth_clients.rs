@@ -168,6 +168,7 @@ async fn nats_user_remove_cuts_the_user_off_without_a_restart() {
     };
     let analytics = add_reader(&server, data.path(), "analytics").await;
     let (connected, _errors) = connect(&server, &analytics).await;
+    let (reader, _) = connect_as(&server, NatsRole::Reader).await;
 
     remove("analytics").expect("nats-user remove");
     // The server closes the connection it has, and refuses new ones.
@@ -177,8 +178,18 @@ async fn nats_user_remove_cuts_the_user_off_without_a_restart() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     until_admitted(&server, &analytics, false).await;
-    // Everyone else stays in.
-    let (reader, _) = connect_as(&server, NatsRole::Reader).await;
+    // Everyone else stays in, on the connection they had (never dropped and made again).
+    assert_eq!(
+        reader.connection_state(),
+        async_nats::connection::State::Connected
+    );
+    assert_eq!(
+        reader
+            .statistics()
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     reader
         .flush()
         .await
