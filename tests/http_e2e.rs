@@ -28,6 +28,17 @@ struct Client {
 }
 
 impl Client {
+    /// The first answer of `GET /healthz`, tried every 10 ms while the bridge starts listening.
+    async fn health(&self) -> reqwest::Response {
+        for _ in 0..200 {
+            if let Ok(r) = self.http.get(format!("{}/healthz", self.base)).send().await {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the bridge never listened on {}", self.base);
+    }
+
     async fn call(
         &self,
         method: reqwest::Method,
@@ -120,15 +131,7 @@ async fn the_main_flow_over_tcp() {
         http: reqwest::Client::new(),
         base,
     };
-    let mut up = false;
-    for _ in 0..200 {
-        if let Ok(r) = c.http.get(format!("{}/healthz", c.base)).send().await {
-            up = r.status() == StatusCode::OK;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(up, "the bridge listens");
+    assert_eq!(c.health().await.status(), StatusCode::OK);
     use reqwest::Method as M;
 
     let (s, vm) = c
@@ -243,15 +246,7 @@ async fn http2_with_prior_knowledge_on_the_same_port() {
             .unwrap(),
         base,
     };
-    let mut health = None;
-    for _ in 0..200 {
-        if let Ok(r) = c.http.get(format!("{}/healthz", c.base)).send().await {
-            health = Some(r);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let health = health.expect("the bridge listens");
+    let health = c.health().await;
     assert_eq!(health.version(), reqwest::Version::HTTP_2);
     assert_eq!(health.status(), StatusCode::OK);
     use reqwest::Method as M;
